@@ -1,0 +1,31 @@
+"""The Typer app that every command module registers on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kit.workspace import WORK_ENV
+
+app = typer.Typer(
+    name="kit",
+    help="Kaggle competition kit: fetch, eda, folds, train, tune, stack, submit, track.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    work: Annotated[
+        Path | None,
+        typer.Option("--work", envvar=WORK_ENV, help="Root of the work folders (default ./work)."),
+    ] = None,
+) -> None:
+    if work is not None:
+        os.environ[WORK_ENV] = str(work)

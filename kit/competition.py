@@ -1,0 +1,127 @@
+"""Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
+
+The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
+subsets, reader options); the module named by ``module`` holds the format code:
+
+    required_files(comp) -> list[str]                 raw files that must exist after unpacking
+    load(raw_dir, comp) -> (train, test)              parse + verify; KeypointData for each split
+
+and, from the submit stage on, ``write_submission``. kit never imports a competition by name,
+so adding a third competition is a new folder and no change inside ``kit/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from kit.errors import KitError
+from kit.workspace import Workspace
+
+PATH_ENV = "KIT_COMPETITIONS"
+CONFIG_NAME = "competition.toml"
+
+
+def search_path() -> list[Path]:
+    """Folders holding competition definitions: $KIT_COMPETITIONS, ./competitions, kit's own."""
+    extra = [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    bundled = Path(__file__).resolve().parents[1] / "competitions"
+    return [*extra, Path("competitions"), bundled]
+
+
+def available() -> list[str]:
+    names = {p.parent.name for d in search_path() if d.is_dir() for p in d.glob(f"*/{CONFIG_NAME}")}
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class Competition:
+    name: str
+    root: Path
+    kaggle_slug: str
+    keypoint_names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    input_size: int
+    metric: str
+    subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    module_file: str = "plugin.py"
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.for_competition(self.name)
+
+    @cached_property
+    def plugin(self) -> ModuleType:
+        path = self.root / self.module_file
+        spec = importlib.util.spec_from_file_location(f"kit_competition_{self.name}", path)
+        if spec is None or spec.loader is None:
+            raise KitError("cannot load the competition module", path=path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def subset_indices(self, subset: str) -> list[int]:
+        """Indices of a named keypoint subset (e.g. "eight"), or of an explicit comma list."""
+        names = self.subsets.get(subset) or tuple(s.strip() for s in subset.split(","))
+        unknown = [n for n in names if n not in self.keypoint_names]
+        if unknown:
+            raise KitError(
+                f"unknown keypoint or subset {', '.join(unknown)!s}",
+                hint=f"subsets: {', '.join(self.subsets) or 'none'}",
+            )
+        return [self.keypoint_names.index(n) for n in names]
+
+    def flip_permutation(self) -> list[int]:
+        """Keypoint order after a horizontal flip (left and right swap)."""
+        perm = list(range(self.num_keypoints))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+
+def _parse_config(path: Path) -> Competition:
+    try:
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise KitError(f"cannot read competition config: {exc}", path=path) from exc
+    try:
+        names = tuple(cfg["keypoints"])
+        index = {n: i for i, n in enumerate(names)}
+        pairs = tuple((index[a], index[b]) for a, b in cfg.get("flip_pairs", []))
+        return Competition(
+            name=cfg["name"],
+            root=path.parent,
+            kaggle_slug=cfg["kaggle_slug"],
+            keypoint_names=names,
+            flip_pairs=pairs,
+            input_size=int(cfg["input_size"]),
+            metric=cfg["metric"],
+            subsets={k: tuple(v) for k, v in cfg.get("subsets", {}).items()},
+            options=cfg.get("options", {}),
+            module_file=cfg.get("module", "plugin.py"),
+        )
+    except KeyError as exc:
+        raise KitError(f"competition config lacks or misnames {exc}", path=path) from exc
+
+
+def load_competition(name: str) -> Competition:
+    """Find ``<name>/competition.toml`` on the search path and load it."""
+    for folder in search_path():
+        path = folder / name / CONFIG_NAME
+        if path.is_file():
+            return _parse_config(path)
+    raise KitError(
+        f"unknown competition {name!r}",
+        hint=f"available: {', '.join(available()) or 'none'}",
+    )

@@ -1,0 +1,1 @@
+"""Data layer: readers' common container, cache, unpacking, EDA, folds, synthetic faces."""

@@ -1,0 +1,138 @@
+"""Where every stage's artifacts live, plus atomic writes and content hashing.
+
+Layout of one competition's work folder (git-ignored)::
+
+    work/<competition>/
+      raw/              unpacked competition files (fetch)
+      checksums.json    sha256 of every raw file and of the cache (fetch)
+      cache/train.npz   cached arrays (fetch); cache/test.npz
+      eda/              tables and contact sheets (eda)
+      folds.csv         the ONE folds file: id,fold (folds)
+      runs/<run-id>/    one trained configuration (train)
+      stacks/<id>/      meta-learner artifacts (stack)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORK_ENV = "KIT_WORK"
+
+
+def work_root() -> Path:
+    """The root of all work folders: $KIT_WORK, else ./work."""
+    return Path(os.environ.get(WORK_ENV, "work"))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Known artifact paths for one competition."""
+
+    root: Path
+
+    @classmethod
+    def for_competition(cls, name: str) -> Workspace:
+        return cls(work_root() / name)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def train_npz(self) -> Path:
+        return self.cache / "train.npz"
+
+    @property
+    def test_npz(self) -> Path:
+        return self.cache / "test.npz"
+
+    @property
+    def checksums(self) -> Path:
+        return self.root / "checksums.json"
+
+    @property
+    def eda(self) -> Path:
+        return self.root / "eda"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def stacks(self) -> Path:
+        return self.root / "stacks"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Uncompressed .npz (fast to load), written atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """A stable content hash of a JSON-able object (for content-addressed artifacts)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
