@@ -37,11 +37,15 @@ class FetchResult:
     seconds: float
 
 
-def _hash_tree(folder: Path) -> str:
+def _hash_files(folder: Path, paths: list[Path]) -> str:
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(paths):
         h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\0".encode())
     return h.hexdigest()
+
+
+def _hash_tree(folder: Path) -> str:
+    return _hash_files(folder, [p for p in folder.rglob("*") if p.is_file()])
 
 
 def source_fingerprint(source: Path) -> str:
@@ -49,8 +53,10 @@ def source_fingerprint(source: Path) -> str:
 
 
 def parser_fingerprint(comp: Competition) -> str:
-    """Changes when the competition's config or reader code changes, so the cache is rebuilt."""
-    return _hash_tree(comp.root)
+    """Changes when the competition's config or reader code changes, so the cache is rebuilt.
+    Only sources count: Python writes __pycache__ beside plugin.py when it loads it."""
+    sources = [p for p in comp.root.rglob("*") if p.suffix in {".py", ".toml"} and p.is_file()]
+    return _hash_files(comp.root, sources)
 
 
 def _stage(source: Path, staging: Path) -> None:

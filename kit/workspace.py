@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 WORK_ENV = "KIT_WORK"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def work_root() -> Path:
@@ -95,6 +97,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

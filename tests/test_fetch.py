@@ -172,3 +172,17 @@ def test_symlink_entry_and_zip_bomb_are_rejected(tmp_path):
 def test_unknown_competition_lists_the_known_ones(cli):
     res = cli("fetch", "no-such-comp", "--from", ".")
     assert res.code != 0 and "facial-keypoints" in res.err and "ibug-68" in res.err
+
+
+def test_bytecode_beside_the_plugin_does_not_invalidate_the_cache(toy, tmp_path):
+    fetch(toy, _toy_zip(tmp_path / "toy.zip"))
+    (toy.root / "__pycache__").mkdir()
+    (toy.root / "__pycache__" / "plugin.cpython-311.pyc").write_bytes(b"\0bytecode")
+    assert fetch(toy, tmp_path / "toy.zip").status == "up to date"
+    (toy.root / "plugin.py").write_text(TOY_PLUGIN + "\n# reader changed\n")
+    assert fetch(toy, tmp_path / "toy.zip").status == "fetched"
+
+
+def test_cache_files_get_the_usual_mode(toy, tmp_path):
+    fetch(toy, _toy_zip(tmp_path / "toy.zip"))
+    assert toy.workspace.train_npz.stat().st_mode & 0o644 == 0o644
