@@ -447,6 +447,7 @@ def _submission_row(s: Any) -> dict[str, Any]:
         "public_score": s.public_score or "",
         "private_score": s.private_score or "",
         "error_description": s.error_description or "",
+        "team_name": s.team_name or "",
     }
 
 

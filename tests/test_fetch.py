@@ -27,7 +27,7 @@ eyes = ["left_eye", "right_eye"]
 """
 
 # A whole competition in one small module: rows of "x1 y1 x2 y2 x3 y3 | 64 pixels".
-TOY_PLUGIN = '''
+TOY_PLUGIN = """
 from pathlib import Path
 import numpy as np
 from kit.data.arrays import KeypointData, identity_transforms
@@ -50,7 +50,7 @@ def _read(path, labelled):
 
 def load(raw_dir, comp):
     return _read(raw_dir / "train.txt", True), _read(raw_dir / "test.txt", False)
-'''
+"""
 
 
 def _line(rng: np.random.Generator) -> str:

@@ -349,6 +349,7 @@ def test_list_submissions_reads_every_page(server: FakeKaggle) -> None:
             "publicScore": f"{2.5 + i:.5f}" if i % 3 == 0 else "",
             "privateScore": "",
             "errorDescription": "bad header" if i % 3 == 2 else "",
+            "teamName": "kit team",
         }
         for i in range(5)
     ]
@@ -363,6 +364,7 @@ def test_list_submissions_reads_every_page(server: FakeKaggle) -> None:
         "public_score": "2.50000",
         "private_score": "",
         "error_description": "",
+        "team_name": "kit team",
     }
     assert [r["status"] for r in rows] == ["COMPLETE", "PENDING", "ERROR", "COMPLETE", "PENDING"]
     assert rows[2]["error_description"] == "bad header"

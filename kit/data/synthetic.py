@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 # Mean 300-W shape: origin at the outer-eye-corner midpoint, unit outer-eye-corner distance.
+# fmt: off
 MEAN_SHAPE_68 = np.array([
     [-0.818, 0.021], [-0.813, 0.238], [-0.789, 0.456], [-0.742, 0.666], [-0.656, 0.859],
     [-0.522, 1.027], [-0.361, 1.165], [-0.185, 1.272], [0.01, 1.3], [0.202, 1.264],
@@ -34,6 +35,8 @@ FKD_FROM_68: tuple[tuple[int, ...], ...] = (
     (22,), (26,), (21,), (17,), (30,), (54,), (48,), (51,), (57,),
 )
 
+# fmt: on
+
 _SUPERSAMPLE = 3
 
 
@@ -50,8 +53,13 @@ def sample_shapes(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     shape[:, 48:68, 0] += 0.6 * yaw
     scale = size * 0.36 * rng.normal(1, 0.07, n)
     angle = np.deg2rad(rng.normal(0, 7, n))
-    centre = np.stack([size * 0.5 + rng.normal(0, size * 0.025, n),
-                       size * 0.385 + rng.normal(0, size * 0.025, n)], axis=1)
+    centre = np.stack(
+        [
+            size * 0.5 + rng.normal(0, size * 0.025, n),
+            size * 0.385 + rng.normal(0, size * 0.025, n),
+        ],
+        axis=1,
+    )
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
     rot = np.stack([np.stack([cos, -sin], 1), np.stack([sin, cos], 1)], 1)  # (n, 2, 2)
     return (np.einsum("nij,nkj->nki", rot, shape) + centre[:, None]).astype(np.float32)
@@ -96,6 +104,9 @@ def make_faces(n: int, size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.nd
     """n synthetic faces: uint8 images (n, size, size) and float32 landmarks (n, 68, 2)."""
     rng = np.random.default_rng(seed)
     points = sample_shapes(n, size, rng)
-    images = np.stack([render_face(pt, size, rng) for pt in points]) if n else np.zeros(
-        (0, size, size), np.uint8)
+    images = (
+        np.stack([render_face(pt, size, rng) for pt in points])
+        if n
+        else np.zeros((0, size, size), np.uint8)
+    )
     return images, points

@@ -1,0 +1,62 @@
+"""`kit eda COMP [--top N]`: missing keypoints, duplicates, label outliers, contact sheets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from kit.cli.app import app
+from kit.competition import load_competition
+from kit.console import console
+from kit.data.eda import EdaReport, run_eda
+
+
+def frame_table(
+    frame: pd.DataFrame, title: str, floats: str = "{:.2f}", caption: str | None = None
+) -> Table:
+    """A rich table of a DataFrame (numbers right-aligned, floats formatted)."""
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for name in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[name])
+        table.add_column(str(name), justify="right" if numeric else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(floats.format(v) if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def print_report(report: EdaReport, top: int) -> None:
+    missing = report.missing[report.missing["missing"] > 0]
+    missing = missing.sort_values("missing", ascending=False)
+    if len(missing):
+        console.print(frame_table(missing, f"Missing keypoints ({report.train_rows} train rows)"))
+    else:
+        console.print(f"No missing keypoints in {report.train_rows} train rows.")
+    console.print(frame_table(report.patterns, "Rows by present values and pattern"))
+
+    counts = report.counts
+    console.print(
+        f"Duplicate groups (train+test): {counts['duplicate_groups']} "
+        f"({counts['exact_groups']} exact, {counts['near_groups']} near) holding "
+        f"{counts['rows_in_duplicate_groups']} rows; {counts['train_test_groups']} of them "
+        "span train and test."
+    )
+    if len(report.duplicate_groups):
+        console.print(frame_table(report.duplicate_groups.head(top), "Duplicate groups"))
+    caption = "relative: score / median score of rows with the same keypoints"
+    title = f"Top {len(report.outliers)} label outliers (Procrustes residual)"
+    console.print(frame_table(report.outliers, title, caption=caption))
+    for name, path in report.paths.items():
+        console.print(f"[dim]{name}:[/] {path}")
+
+
+@app.command()
+def eda(
+    comp: Annotated[str, typer.Argument(help="Competition name, e.g. facial-keypoints.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Outliers and groups to show.")] = 24,
+) -> None:
+    """Missing-keypoint table, duplicate groups, label outliers and contact sheets."""
+    report = run_eda(load_competition(comp), top=top)
+    print_report(report, top)

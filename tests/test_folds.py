@@ -1,0 +1,148 @@
+"""`kit folds`: grouped, stratified, deterministic folds and their validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.competition import Competition, load_competition
+from kit.data.arrays import KeypointData, identity_transforms
+from kit.data.duplicates import find_duplicates
+from kit.data.folds import load_folds, make_folds, write_folds
+from kit.data.synthetic import fkd15_from_68, make_faces
+from kit.errors import DataError
+
+N = 150
+PHOTO_ROWS = 60  # rows 0..59 come three to a photo (source groups photo_0..photo_19)
+
+
+def brighter_noisy(img: np.ndarray, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0, 3, img.shape)
+    return np.clip(np.round(img.astype(float) + 10 + noise), 0, 255).astype(np.uint8)
+
+
+def folds_data(ids: np.ndarray | None = None) -> KeypointData:
+    """150 faces: 20 photos of 3 faces, copies across groups, 40% complete rows."""
+    images, points = make_faces(N, seed=11)
+    images[120] = images[1]  # exact copy of a face of photo_0
+    images[100] = brighter_noisy(images[61], seed=0)  # near copy of a single-face photo
+    images[130] = brighter_noisy(images[4], seed=1)  # near copy of a face of photo_1
+    keypoints = fkd15_from_68(points).astype(np.float32)
+    incomplete = np.random.default_rng(12).random(N) > 0.4
+    keypoints[np.ix_(incomplete, [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13])] = np.nan
+    ids = np.arange(N, dtype=np.int64) if ids is None else ids
+    groups = np.array([f"photo_{i // 3}" if i < PHOTO_ROWS else f"single_{i}" for i in range(N)])
+    return KeypointData(images, keypoints, ids, groups, identity_transforms(N))
+
+
+@pytest.fixture
+def fkd() -> Competition:
+    return load_competition("facial-keypoints")
+
+
+def test_rows_that_belong_together_share_a_fold() -> None:
+    data = folds_data()
+    frame = make_folds(data, k=5, seed=0)
+    folds = frame["fold"].to_numpy()
+    assert list(frame.columns) == ["id", "fold", "group"]
+    assert np.array_equal(frame["id"], data.ids)
+    assert set(folds.tolist()) == set(range(5))
+
+    for rows in ([0, 1, 2, 120], [3, 4, 5, 130], [61, 100]):  # source groups joined by copies
+        assert len(set(folds[rows])) == 1
+        assert len(set(frame["group"][rows])) == 1
+    for photo in np.unique(data.groups):
+        assert len(set(folds[data.groups == photo])) == 1
+    found = find_duplicates(data.images)
+    assert len(found.groups) == 3
+    for rows in found.groups:
+        assert len(set(folds[rows])) == 1
+    assert frame["group"].nunique() == N - 40 - 3  # photos merge 2 rows each, copies 1 each
+
+
+def test_folds_balance_rows_and_complete_share() -> None:
+    data = folds_data()
+    frame = make_folds(data, k=5, seed=0)
+    per_fold = pd.DataFrame({"fold": frame["fold"], "complete": data.complete})
+    table = per_fold.groupby("fold")["complete"].agg(["size", "mean"])
+    assert table["size"].max() - table["size"].min() <= 3  # groups hold up to 4 rows
+    overall = data.complete.mean()
+    assert np.abs(table["mean"] - overall).max() < 0.04
+
+
+def test_folds_are_deterministic_for_a_seed() -> None:
+    data = folds_data()
+    first = make_folds(data, k=5, seed=7)["fold"]
+    assert np.array_equal(first, make_folds(data, k=5, seed=7)["fold"])
+    other = make_folds(data, k=5, seed=8)["fold"]
+    assert (first != other).mean() > 0.3
+
+
+def test_write_folds_is_a_no_op_when_nothing_changed(fkd: Competition) -> None:
+    folds_data().save(fkd.workspace.train_npz)
+    first = write_folds(fkd, k=4, seed=3)
+    assert first.written
+    stamp = first.path.stat().st_mtime_ns
+    again = write_folds(fkd, k=4, seed=3)
+    assert not again.written
+    assert first.path.stat().st_mtime_ns == stamp
+    assert np.array_equal(again.folds["fold"], first.folds["fold"])
+    assert again.table.equals(first.table)
+    assert list(first.table.columns) == ["fold", "rows", "complete", "complete_share", "groups"]
+    assert first.table["rows"].sum() == N
+
+    assert write_folds(fkd, k=4, seed=4).written  # another seed
+    assert write_folds(fkd, k=3, seed=4).written  # another k
+    folds_data(ids=np.arange(N, dtype=np.int64) + 1000).save(fkd.workspace.train_npz)
+    assert write_folds(fkd, k=3, seed=4).written  # other data
+
+
+def test_load_folds_checks_the_file_against_the_cache(fkd: Competition) -> None:
+    ids = np.array([f"helen/trainset/{i:04d}_1.jpg" for i in range(N)])  # ibug-like string ids
+    data = folds_data(ids)
+    with pytest.raises(DataError, match="run `kit folds facial-keypoints` first"):
+        load_folds(fkd, data)
+    data.save(fkd.workspace.train_npz)
+    written = write_folds(fkd, k=5, seed=0)
+    assert np.array_equal(load_folds(fkd, data), written.folds["fold"])
+
+    reordered = data.subset(np.arange(N)[::-1])
+    with pytest.raises(DataError, match=r"stale: row 0 .*re-run `kit folds facial-keypoints`"):
+        load_folds(fkd, reordered)
+    with pytest.raises(DataError, match="has 150 rows but the cached train data has 149"):
+        load_folds(fkd, data.subset(np.arange(N - 1)))
+
+
+def test_k_larger_than_the_number_of_groups(fkd: Competition, cli) -> None:
+    images, points = make_faces(6, seed=13)
+    groups = np.array(["a", "a", "a", "b", "b", "b"])
+    ids = np.arange(6, dtype=np.int64)
+    keypoints = fkd15_from_68(points).astype(np.float32)
+    KeypointData(images, keypoints, ids, groups, identity_transforms(6)).save(
+        fkd.workspace.train_npz
+    )
+    with pytest.raises(DataError, match="k=5 is more than the 2 groups"):
+        write_folds(fkd, k=5)
+    result = cli("folds", "facial-keypoints", "--k", "3")
+    assert result.code != 0
+    assert "\n" not in result.err.strip()
+    assert "--k 2 or fewer" in result.err
+    assert not fkd.workspace.folds_csv.exists()
+
+
+def test_cli_writes_then_reports_up_to_date(fkd: Competition, cli) -> None:
+    folds_data().save(fkd.workspace.train_npz)
+    result = cli("folds", "facial-keypoints", "--k", "5", "--seed", "2")
+    assert result.code == 0, result.err
+    assert "wrote" in result.out and "complete_share" in result.out
+    frame = pd.read_csv(fkd.workspace.folds_csv)
+    assert frame["fold"].between(0, 4).all() and len(frame) == N
+    again = cli("folds", "facial-keypoints", "--k", "5", "--seed", "2")
+    assert again.code == 0 and "up to date" in again.out
+
+
+def test_cli_without_cache_says_run_fetch(cli) -> None:
+    result = cli("folds", "facial-keypoints")
+    assert result.code != 0
+    assert "train.npz" in result.err and "kit fetch" in result.err
