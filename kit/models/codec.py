@@ -1,0 +1,261 @@
+"""Keypoint codecs: how targets are encoded, predictions decoded and losses computed (MMPose-style).
+
+One codec belongs to each model (``model.codec``); training and prediction share it, so a head's
+output never needs family-specific code in the loop.
+
+Coordinate conventions (exact, shared with kit.training.augment):
+    pixel x is the centre of the x-th pixel column, 0-based, in input pixels of an S x S image;
+    normalised u = (x + 0.5) / S * 2 - 1, so pixel centres span (-1, 1) (align_corners=False);
+    a heatmap at stride s has cell j centred on input pixel j * s + (s - 1) / 2,
+    i.e. grid coordinate g = (x + 0.5) / s - 0.5.
+
+All computations run in float32, also when the model ran under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kit.errors import KitError
+
+REGRESSION_LOSSES = ("mse", "smooth_l1", "l1")
+HEATMAP_LOSSES = ("kl", "mse")
+
+
+def keypoint_mask(keypoints: Tensor) -> Tensor:
+    """(B, K) bool: both coordinates of the keypoint are labelled (not NaN)."""
+    return ~torch.isnan(keypoints).any(dim=-1)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` (B, K, ...) over the keypoints where `mask` (B, K) is True.
+
+    Each keypoint contributes the mean of its trailing entries; masked entries contribute exactly
+    nothing, neither to the value nor to the gradient. An empty mask gives 0 (still differentiable).
+    """
+    per_keypoint = values.flatten(2).mean(dim=2) if values.dim() > 2 else values
+    weights = mask.to(per_keypoint.dtype)
+    return (per_keypoint * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+class KeypointCodec(nn.Module):
+    """Encodes keypoints into training targets, decodes head outputs, and scores them.
+
+    A module so that codec buffers and learnable parameters (a soft-argmax temperature)
+    follow the model across devices and into its state_dict.
+    """
+
+    def __init__(self, num_keypoints: int, input_size: int):
+        super().__init__()
+        if num_keypoints < 1 or input_size < 1:
+            raise KitError(f"bad codec size: {num_keypoints} keypoints, input {input_size} px")
+        self.num_keypoints = num_keypoints
+        self.input_size = input_size
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The head's output shape per sample (without the batch dimension)."""
+        raise NotImplementedError
+
+    def encode(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, K, 2) input pixels with NaN -> (targets, mask (B, K) bool)."""
+        raise NotImplementedError
+
+    def decode(self, output: Tensor) -> Tensor:
+        """Head output -> (B, K, 2) input pixels."""
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+        """Scalar loss over labelled keypoints only."""
+        raise NotImplementedError
+
+    def _check_keypoints(self, keypoints: Tensor) -> None:
+        expected = (self.num_keypoints, 2)
+        if keypoints.dim() != 3 or tuple(keypoints.shape[1:]) != expected:
+            raise KitError(
+                f"keypoints have shape {tuple(keypoints.shape)}, the codec expects (B, *{expected})"
+            )
+
+    def _check_output(self, output: Tensor) -> None:
+        if tuple(output.shape[1:]) != self.output_shape:
+            raise KitError(
+                f"head output has shape {tuple(output.shape)}, "
+                f"the codec expects (B, *{self.output_shape})"
+            )
+
+
+class RegressionCodec(KeypointCodec):
+    """Direct regression of normalised coordinates: the head outputs (B, 2K) values in ~[-1, 1].
+
+    loss: "mse", "smooth_l1" (`huber_beta` in normalised units: 0.02 is ~1 px at 96 px) or "l1",
+    averaged over the labelled coordinates (not over B x K).
+    """
+
+    def __init__(
+        self, num_keypoints: int, input_size: int, loss: str = "mse", huber_beta: float = 0.02
+    ):
+        super().__init__(num_keypoints, input_size)
+        if loss not in REGRESSION_LOSSES:
+            raise KitError(f"unknown regression loss {loss!r}", hint=f"use {REGRESSION_LOSSES}")
+        self.loss_name = loss
+        self.huber_beta = huber_beta
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (2 * self.num_keypoints,)
+
+    def normalise(self, pixels: Tensor) -> Tensor:
+        return (pixels + 0.5) * (2.0 / self.input_size) - 1.0
+
+    def denormalise(self, values: Tensor) -> Tensor:
+        return (values + 1.0) * (self.input_size / 2.0) - 0.5
+
+    def encode(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
+        """-> targets (B, K, 2) normalised, 0 where missing; mask (B, K)."""
+        self._check_keypoints(keypoints)
+        mask = keypoint_mask(keypoints)
+        targets = torch.where(mask[..., None], self.normalise(keypoints.float()), 0.0)
+        return targets, mask
+
+    def decode(self, output: Tensor) -> Tensor:
+        self._check_output(output)
+        return self.denormalise(output.float().reshape(-1, self.num_keypoints, 2))
+
+    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+        self._check_output(output)
+        pred = output.float().reshape(-1, self.num_keypoints, 2)
+        # Missing targets become the prediction itself: zero loss and exactly zero gradient there.
+        safe = torch.where(mask[..., None], targets.float(), pred.detach())
+        if self.loss_name == "mse":
+            element = F.mse_loss(pred, safe, reduction="none")
+        elif self.loss_name == "smooth_l1":
+            element = F.smooth_l1_loss(pred, safe, reduction="none", beta=self.huber_beta)
+        else:
+            element = F.l1_loss(pred, safe, reduction="none")
+        return masked_mean(element, mask)
+
+
+class HeatmapCodec(KeypointCodec):
+    """One heatmap per keypoint at `stride`, decoded by soft-argmax (integral regression).
+
+    The head outputs logits (B, K, S/stride, S/stride); decode takes the expectation of the grid
+    coordinates under softmax(beta * logits), which is differentiable and sub-pixel.
+
+    encode returns the keypoints in heatmap-grid coordinates (B, K, 2); the Gaussian target
+    heatmaps are rendered from them inside `loss`, on the output's device (`heatmaps(targets)`),
+    so no (B, K, H, W) target tensor is built on the host or moved, and the coordinate term
+    uses the exact keypoint, also near or beyond the image border where a Gaussian is truncated.
+
+    loss = heatmap_weight * (KL(target || softmax) or MSE of the two, peak-normalised)
+         + coord_weight * L1 of the soft-argmax coordinates in input pixels,
+    both averaged over labelled keypoints.
+
+    sigma is the target Gaussian's standard deviation in input pixels.
+    """
+
+    def __init__(
+        self,
+        num_keypoints: int,
+        input_size: int,
+        stride: int = 2,
+        sigma: float = 2.0,
+        beta: float = 1.0,
+        learn_beta: bool = False,
+        heatmap_loss: str = "kl",
+        heatmap_weight: float = 1.0,
+        coord_weight: float = 1.0,
+    ):
+        super().__init__(num_keypoints, input_size)
+        if stride < 1 or input_size % stride:
+            raise KitError(f"heatmap stride {stride} does not divide the input size {input_size}")
+        if sigma <= 0 or beta <= 0:
+            raise KitError(f"heatmap sigma ({sigma}) and beta ({beta}) must be positive")
+        if heatmap_loss not in HEATMAP_LOSSES:
+            raise KitError(f"unknown heatmap loss {heatmap_loss!r}", hint=f"use {HEATMAP_LOSSES}")
+        self.stride = stride
+        self.size = input_size // stride
+        self.sigma = sigma
+        self.heatmap_loss = heatmap_loss
+        self.heatmap_weight = heatmap_weight
+        self.coord_weight = coord_weight
+        log_beta = torch.tensor(math.log(beta))
+        if learn_beta:
+            self.log_beta = nn.Parameter(log_beta)
+        else:
+            self.register_buffer("log_beta", log_beta)
+        self.register_buffer("grid", torch.arange(self.size, dtype=torch.float32), persistent=False)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.num_keypoints, self.size, self.size)
+
+    @property
+    def beta(self) -> Tensor:
+        return self.log_beta.exp()
+
+    def to_grid(self, pixels: Tensor) -> Tensor:
+        return (pixels + 0.5) / self.stride - 0.5
+
+    def from_grid(self, cells: Tensor) -> Tensor:
+        return (cells + 0.5) * self.stride - 0.5
+
+    def encode(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
+        """-> targets (B, K, 2) in heatmap-grid coordinates, 0 where missing; mask (B, K)."""
+        self._check_keypoints(keypoints)
+        mask = keypoint_mask(keypoints)
+        targets = torch.where(mask[..., None], self.to_grid(keypoints.float()), 0.0)
+        return targets, mask
+
+    def heatmaps(self, targets: Tensor) -> Tensor:
+        """Gaussian target distributions (B, K, H, W), each summing to 1 over the grid.
+
+        Built separably from two 1-D Gaussians; a keypoint far outside the grid gives an
+        all-zero map (it then only counts through the coordinate term).
+        """
+        sigma = self.sigma / self.stride
+        grid = self.grid.to(targets.device)
+        gx = torch.exp(-0.5 * ((grid - targets[..., 0:1]) / sigma) ** 2)  # (B, K, W)
+        gy = torch.exp(-0.5 * ((grid - targets[..., 1:2]) / sigma) ** 2)  # (B, K, H)
+        maps = gy[..., :, None] * gx[..., None, :]
+        return maps / maps.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+    def log_probabilities(self, output: Tensor) -> Tensor:
+        """log softmax(beta * logits) over each heatmap, (B, K, H, W), stable in float32."""
+        logits = output.float().flatten(2) * self.beta
+        return F.log_softmax(logits, dim=-1).reshape(output.shape)
+
+    def expected_cells(self, probabilities: Tensor) -> Tensor:
+        """Soft-argmax of probability maps (B, K, H, W) -> (B, K, 2) grid coordinates."""
+        grid = self.grid.to(probabilities.device)
+        x = (probabilities.sum(dim=-2) * grid).sum(dim=-1)
+        y = (probabilities.sum(dim=-1) * grid).sum(dim=-1)
+        return torch.stack([x, y], dim=-1)
+
+    def decode(self, output: Tensor) -> Tensor:
+        self._check_output(output)
+        return self.from_grid(self.expected_cells(self.log_probabilities(output).exp()))
+
+    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+        self._check_output(output)
+        targets = torch.where(mask[..., None], targets.float(), 0.0)  # NaN-proof where unused
+        log_p = self.log_probabilities(output)
+        pred = self.from_grid(self.expected_cells(log_p.exp()))
+        truth = self.from_grid(targets)
+        # Missing targets become the prediction itself: exactly zero loss and gradient there.
+        safe = torch.where(mask[..., None], truth, pred.detach())
+        coord = masked_mean((pred - safe).abs(), mask)
+        target_maps = self.heatmaps(targets)
+        if self.heatmap_loss == "kl":
+            # KL(target || p) per keypoint; xlogy gives 0 where the target is 0.
+            per_cell = torch.xlogy(target_maps, target_maps) - target_maps * log_p
+            heat = masked_mean(per_cell.flatten(2).sum(-1), mask)
+        else:
+            # Scale so that a target's peak is ~1: the MSE is then comparable across sigmas.
+            peak = 2 * math.pi * (self.sigma / self.stride) ** 2
+            element = ((log_p.exp() - target_maps) * peak) ** 2
+            heat = masked_mean(element, mask)
+        return self.heatmap_weight * heat + self.coord_weight * coord

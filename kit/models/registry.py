@@ -1,0 +1,148 @@
+"""The model registry (timm-style): a family registers a builder, its defaults and search space.
+
+    @register_model("sp", model_defaults={...}, train_defaults={...}, search_space=sp_space)
+    def build_sp(num_keypoints: int, input_size: int, dropout: float) -> KeypointModel: ...
+
+    model = create_model("sp", num_keypoints=15, input_size=96, dropout=0.1)
+
+A builder's keyword hyperparameters must be exactly its `model_defaults` keys, and a key may not
+be both a model and a train hyperparameter, so a flat dict of overrides (``--set key=value``,
+an Optuna trial) splits unambiguously with `ModelFamily.split`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+from kit.errors import KitError
+from kit.models.codec import KeypointCodec
+
+if TYPE_CHECKING:
+    import optuna
+
+HEADS = ("regression", "heatmap")
+SIZE_ARGS = ("num_keypoints", "input_size")
+
+
+class KeypointModel(nn.Module):
+    """Every family's model: a network producing the codec's head output from (B, 1, S, S) images.
+
+    `family` and `hparams` (the full model hyperparameters) are set by `create_model`, so
+    ``create_model(m.family, m.codec.num_keypoints, m.codec.input_size, **m.hparams)``
+    rebuilds the same architecture (e.g. to load a checkpoint).
+    """
+
+    def __init__(self, network: nn.Module, codec: KeypointCodec):
+        super().__init__()
+        self.network = network
+        self.codec = codec
+        self.family = ""
+        self.hparams: dict[str, Any] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images float (B, 1, S, S) in [0, 1] -> raw head output (B, *codec.output_shape)."""
+        size = self.codec.input_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (1, size, size):
+            raise KitError(
+                f"{self.family or 'model'} expects images of shape (B, 1, {size}, {size}), "
+                f"got {tuple(images.shape)}"
+            )
+        return self.network(images)
+
+    def predict_keypoints(self, images: Tensor) -> Tensor:
+        """(B, K, 2) keypoints in input pixels."""
+        return self.codec.decode(self(images))
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    head: str
+    model_defaults: dict[str, Any]
+    train_defaults: dict[str, Any]
+    search_space: Callable[[optuna.Trial], dict[str, Any]]
+    builder: Callable[..., KeypointModel] = field(repr=False)
+
+    def split(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split flat hyperparameters into (model, train) by which defaults declare each key."""
+        unknown = sorted(set(params) - set(self.model_defaults) - set(self.train_defaults))
+        if unknown:
+            raise KitError(
+                f"unknown hyperparameter {', '.join(unknown)} for model {self.name!r}",
+                hint=f"model: {', '.join(self.model_defaults)}; "
+                f"train: {', '.join(self.train_defaults)}",
+            )
+        model = {k: v for k, v in params.items() if k in self.model_defaults}
+        train = {k: v for k, v in params.items() if k in self.train_defaults}
+        return model, train
+
+
+_REGISTRY: dict[str, ModelFamily] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    head: str = "regression",
+    model_defaults: dict[str, Any],
+    train_defaults: dict[str, Any],
+    search_space: Callable[[optuna.Trial], dict[str, Any]],
+) -> Callable[[Callable[..., KeypointModel]], Callable[..., KeypointModel]]:
+    """Decorator registering a builder ``(num_keypoints, input_size, **model_hparams)``."""
+
+    def decorator(builder: Callable[..., KeypointModel]) -> Callable[..., KeypointModel]:
+        if name in _REGISTRY:
+            raise KitError(f"model {name!r} is already registered", hint="pick another name")
+        if head not in HEADS:
+            raise KitError(f"model {name!r} has unknown head {head!r}", hint=f"use {HEADS}")
+        params = set(inspect.signature(builder).parameters) - set(SIZE_ARGS)
+        if params != set(model_defaults):
+            raise KitError(
+                f"model {name!r}: builder hyperparameters {sorted(params)} differ from "
+                f"model_defaults {sorted(model_defaults)}"
+            )
+        shared = sorted(set(model_defaults) & set(train_defaults))
+        if shared:
+            raise KitError(f"model {name!r}: {shared} are both model and train hyperparameters")
+        _REGISTRY[name] = ModelFamily(
+            name, head, dict(model_defaults), dict(train_defaults), search_space, builder
+        )
+        return builder
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_family(name: str) -> ModelFamily:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KitError(
+            f"unknown model {name!r}", hint=f"available: {', '.join(list_models()) or 'none'}"
+        ) from None
+
+
+def create_model(
+    name: str, num_keypoints: int, input_size: int, **model_hparams: Any
+) -> KeypointModel:
+    """Build family `name` for K keypoints on S x S inputs; hparams override its model_defaults."""
+    family = get_family(name)
+    unknown = sorted(set(model_hparams) - set(family.model_defaults))
+    if unknown:
+        raise KitError(
+            f"unknown model hyperparameter {', '.join(unknown)} for {name!r}",
+            hint=f"known: {', '.join(family.model_defaults)}",
+        )
+    hparams = {**family.model_defaults, **model_hparams}
+    model = family.builder(num_keypoints=num_keypoints, input_size=input_size, **hparams)
+    model.family = name
+    model.hparams = hparams
+    return model

@@ -1,0 +1,296 @@
+"""Model families, the registry and the keypoint codecs."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from kit.errors import KitError
+from kit.models import (
+    HeatmapCodec,
+    RegressionCodec,
+    create_model,
+    get_family,
+    list_models,
+    register_model,
+)
+from kit.models import registry as registry_module
+
+FAMILIES = ["convbn", "heatmap", "lenet", "resnet", "sp"]
+TRAIN_KEYS = {
+    "optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule",
+    "warmup_epochs", "patience", "flip", "rotate_deg", "shift", "scale", "brightness",
+    "contrast", "noise",
+}  # fmt: skip
+
+
+def random_keypoints(batch: int, k: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return size * 0.2 + torch.rand(batch, k, 2, generator=g) * size * 0.6
+
+
+def test_every_family_is_registered_with_the_loop_settings() -> None:
+    assert list_models() == FAMILIES
+    for name in FAMILIES:
+        family = get_family(name)
+        assert family.head == ("heatmap" if name == "heatmap" else "regression")
+        assert set(family.train_defaults) == TRAIN_KEYS
+    sp = get_family("sp").train_defaults
+    assert (sp["optimizer"], sp["lr"], sp["momentum"], sp["batch_size"]) == ("sgd", 0.01, 0.9, 128)
+    assert get_family("lenet").train_defaults["optimizer"] == "adam"
+    for strong in ("resnet", "heatmap"):
+        recipe = get_family(strong).train_defaults
+        assert recipe["optimizer"] == "adamw" and recipe["schedule"] in ("cosine", "onecycle")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize(("k", "size"), [(15, 96), (68, 128)])
+def test_forward_and_predict_shapes(name: str, k: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_keypoints=k, input_size=size).eval()
+    images = torch.rand(2, 1, size, size)
+    with torch.no_grad():
+        output = model(images)
+        points = model.predict_keypoints(images)
+    assert output.shape == (2, *model.codec.output_shape)
+    assert points.shape == (2, k, 2) and torch.isfinite(points).all()
+    # Heads start at the image centre, so early training is stable.
+    assert torch.allclose(points, torch.full_like(points, (size - 1) / 2), atol=1e-3)
+    assert model.family == name and model.hparams == get_family(name).model_defaults
+
+
+def test_model_hyperparameters_change_the_architecture() -> None:
+    def n_params(name: str, **hp: object) -> int:
+        return sum(p.numel() for p in create_model(name, 15, 96, **hp).parameters())
+
+    assert n_params("resnet", depth=34) > n_params("resnet", depth=18)
+    assert n_params("resnet", width=16) < n_params("resnet", width=32)
+    assert n_params("convbn", batchnorm=False) < n_params("convbn")
+    assert n_params("convbn", bias=True) > n_params("convbn")
+    assert create_model("heatmap", 15, 96, stride=4, depth=3).codec.output_shape == (15, 24, 24)
+    assert create_model("heatmap", 15, 96, stride=1, depth=3).codec.output_shape == (15, 96, 96)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_one_step_reduces_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_keypoints=15, input_size=64)
+    images = torch.rand(4, 1, 64, 64)
+    keypoints = random_keypoints(4, 15, 64)
+    keypoints[0, 3] = float("nan")
+    targets, mask = model.codec.encode(keypoints)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(1)  # the same dropout masks for both evaluations
+        return model.codec.loss(model(images), targets, mask)
+
+    before = loss()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss()
+    assert torch.isfinite(before) and after < before
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_models_run_channels_last_and_under_bf16_autocast(name: str) -> None:
+    model = create_model(name, 5, 64).to(memory_format=torch.channels_last)
+    images = torch.rand(2, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    targets, mask = model.codec.encode(random_keypoints(2, 5, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(images)
+        loss = model.codec.loss(output, targets, mask)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert model.codec.decode(output).dtype == torch.float32
+
+
+def test_wrong_image_size_is_a_clear_error() -> None:
+    model = create_model("lenet", 15, 96)
+    with pytest.raises(KitError, match=r"expects images of shape \(B, 1, 96, 96\)"):
+        model(torch.rand(2, 1, 64, 64))
+
+
+# ---- codecs ---------------------------------------------------------------------------------
+
+
+def test_regression_codec_round_trip_is_exact() -> None:
+    codec = RegressionCodec(15, 96)
+    keypoints = random_keypoints(3, 15, 96)
+    targets, mask = codec.encode(keypoints)
+    assert mask.all() and targets.abs().max() < 1
+    # The pixel-centre convention: pixel 0 -> -1 + 1/S, pixel S-1 -> 1 - 1/S.
+    edge = torch.tensor([[[0.0, 95.0]]]).expand(1, 15, 2)
+    assert torch.allclose(codec.encode(edge)[0][0, 0], torch.tensor([-1 + 1 / 96, 1 - 1 / 96]))
+    assert torch.allclose(codec.decode(targets.reshape(3, -1)), keypoints, atol=1e-5)
+
+
+@pytest.mark.parametrize(("stride", "tolerance"), [(1, 0.05), (2, 0.05), (4, 0.1)])
+def test_heatmap_codec_decodes_a_gaussian_back_to_its_keypoint(
+    stride: int, tolerance: float
+) -> None:
+    codec = HeatmapCodec(15, 96, stride=stride, sigma=2.0)
+    keypoints = random_keypoints(4, 15, 96, seed=stride)  # 19-77 px: away from the border
+    targets, _ = codec.encode(keypoints)
+    maps = codec.heatmaps(targets)
+    assert maps.shape == (4, 15, 96 // stride, 96 // stride)
+    assert torch.allclose(maps.sum(dim=(-2, -1)), torch.ones(4, 15))
+    # The map peaks at the keypoint's cell...
+    peak = maps.flatten(2).argmax(-1)
+    cells = torch.stack([peak % maps.shape[-1], peak // maps.shape[-1]], -1).float()
+    assert (codec.from_grid(cells) - keypoints).abs().max() <= stride / 2 + 1e-4
+    # ...and soft-argmax of the log-map (the logits that reproduce it) finds it to sub-pixel.
+    decoded = codec.decode(torch.log(maps.clamp_min(1e-30)))
+    assert (decoded - keypoints).abs().max() < tolerance
+
+
+def test_heatmap_decode_is_stable_for_huge_logits() -> None:
+    codec = HeatmapCodec(2, 32, stride=1)
+    logits = torch.zeros(1, 2, 32, 32)
+    logits[0, 0, 5, 7] = 1e6  # a one-hot map at x=7, y=5
+    logits[0, 1] = -1e6  # a flat map: the expectation is the centre
+    decoded = codec.decode(logits)
+    assert torch.isfinite(decoded).all()
+    assert torch.allclose(decoded[0], torch.tensor([[7.0, 5.0], [15.5, 15.5]]))
+
+
+def test_learnable_beta_is_a_parameter_that_gets_gradients() -> None:
+    model = create_model("heatmap", 15, 96, learn_beta=True, beta=2.0)
+    assert any(p is model.codec.log_beta for p in model.parameters())
+    assert model.codec.beta.item() == pytest.approx(2.0)
+    assert "codec.log_beta" in model.state_dict()
+    targets, mask = model.codec.encode(random_keypoints(2, 15, 96))
+    output = torch.randn(2, *model.codec.output_shape)
+    model.codec.loss(output, targets, mask).backward()
+    assert model.codec.log_beta.grad is not None and model.codec.log_beta.grad != 0
+
+
+CODECS = {
+    "regression-mse": lambda: RegressionCodec(5, 32, loss="mse"),
+    "regression-smooth_l1": lambda: RegressionCodec(5, 32, loss="smooth_l1"),
+    "heatmap-kl": lambda: HeatmapCodec(5, 32, stride=2),
+    "heatmap-mse": lambda: HeatmapCodec(5, 32, stride=2, heatmap_loss="mse"),
+}
+
+
+@pytest.mark.parametrize("make_codec", CODECS.values(), ids=CODECS.keys())
+def test_masked_loss_ignores_missing_keypoints(make_codec) -> None:
+    codec = make_codec()
+    keypoints = random_keypoints(3, 5, 32)
+    keypoints[0, 1] = float("nan")
+    keypoints[2, 4] = float("nan")
+    targets, mask = codec.encode(keypoints)
+    assert mask.sum() == 13 and not mask[0, 1] and not mask[2, 4]
+    output = torch.randn(3, *codec.output_shape, requires_grad=True)
+
+    loss = codec.loss(output, targets, mask)
+    changed = targets.clone()
+    changed[0, 1] = 7.0
+    changed[2, 4] = float("nan")
+    assert codec.loss(output, changed, mask).item() == loss.item()
+
+    loss.backward()
+    grad = output.grad.reshape(3, 5, -1)
+    assert (grad[0, 1] == 0).all() and (grad[2, 4] == 0).all()
+    assert (grad[mask].abs().sum(-1) > 0).all()
+
+
+def test_regression_loss_averages_over_labelled_coordinates() -> None:
+    codec = RegressionCodec(4, 32, loss="mse")
+    keypoints = random_keypoints(2, 4, 32)
+    keypoints[1, 1:] = float("nan")  # 5 labelled keypoints = 10 coordinates out of 16
+    targets, mask = codec.encode(keypoints)
+    output = torch.randn(2, 8)
+    squared = (output.reshape(2, 4, 2) - targets) ** 2
+    expected = squared[mask].sum() / 10
+    assert codec.loss(output, targets, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    none = torch.zeros_like(mask)
+    assert codec.loss(output, targets, none).item() == 0.0
+
+
+def test_heatmap_loss_is_smallest_at_the_truth() -> None:
+    codec = HeatmapCodec(3, 32, stride=2, sigma=2.0)
+    targets, mask = codec.encode(random_keypoints(2, 3, 32))
+    exact = torch.log(codec.heatmaps(targets).clamp_min(1e-30))
+    shifted = torch.log(codec.heatmaps(targets + 1.0).clamp_min(1e-30))
+    assert codec.loss(exact, targets, mask) < 1e-3
+    assert codec.loss(shifted, targets, mask) > codec.loss(exact, targets, mask) + 0.5
+
+
+def test_codecs_reject_wrong_shapes_and_settings() -> None:
+    with pytest.raises(KitError, match="keypoints have shape"):
+        RegressionCodec(15, 96).encode(torch.zeros(2, 14, 2))
+    with pytest.raises(KitError, match="head output has shape"):
+        RegressionCodec(15, 96).decode(torch.zeros(2, 28))
+    with pytest.raises(KitError, match="unknown regression loss"):
+        RegressionCodec(15, 96, loss="huber2")
+    with pytest.raises(KitError, match="does not divide"):
+        HeatmapCodec(15, 96, stride=5)
+
+
+# ---- registry -------------------------------------------------------------------------------
+
+
+def test_unknown_model_lists_the_families() -> None:
+    with pytest.raises(KitError, match=r"unknown model 'vgg'.*convbn, heatmap, lenet, resnet, sp"):
+        create_model("vgg", 15, 96)
+
+
+def test_unknown_hyperparameter_lists_the_known_ones() -> None:
+    with pytest.raises(KitError, match=r"unknown model hyperparameter widht.*width"):
+        create_model("resnet", 15, 96, widht=16)
+    with pytest.raises(KitError, match="depth 50"):
+        create_model("resnet", 15, 96, depth=50)
+
+
+def test_duplicate_registration_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    with pytest.raises(KitError, match="'sp' is already registered"):
+        register_model("sp", model_defaults={}, train_defaults={}, search_space=dict)(
+            lambda num_keypoints, input_size: None
+        )
+    with pytest.raises(KitError, match="differ from model_defaults"):
+        register_model("tiny", model_defaults={"width": 8}, train_defaults={}, search_space=dict)(
+            lambda num_keypoints, input_size, depth: None
+        )
+    assert "tiny" not in list_models()
+
+
+def test_a_new_family_is_one_decorated_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+
+    @register_model(
+        "linear", model_defaults={"scale": 1.0}, train_defaults={"lr": 0.1}, search_space=dict
+    )
+    def build_linear(num_keypoints: int, input_size: int, scale: float):
+        network = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(input_size**2, 2 * num_keypoints)
+        )
+        return registry_module.KeypointModel(network, RegressionCodec(num_keypoints, input_size))
+
+    model = create_model("linear", 3, 8, scale=2.0)
+    assert model.hparams == {"scale": 2.0} and model(torch.rand(1, 1, 8, 8)).shape == (1, 6)
+    assert get_family("linear").split({"scale": 3.0, "lr": 0.5}) == ({"scale": 3.0}, {"lr": 0.5})
+    with pytest.raises(KitError, match="unknown hyperparameter nope"):
+        get_family("linear").split({"nope": 1})
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_search_space_samples_buildable_configs(name: str) -> None:
+    family = get_family(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = study.ask()
+        params = family.search_space(trial)
+        model_hp, train_hp = family.split(params)
+        assert set(model_hp) | set(train_hp) == set(params) and model_hp and train_hp
+        assert math.log10(train_hp["lr"]) < -1
+        create_model(name, 15, 96, **model_hp)
+        create_model(name, 68, 128, **model_hp)
+        study.tell(trial, 1.0)
+    fixed = optuna.trial.FixedTrial(study.best_params)
+    assert family.search_space(fixed) == study.best_params
