@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 WORK_ENV = "KIT_WORK"
+SUBMISSIONS_ENV = "KIT_SUBMISSIONS"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -35,6 +36,12 @@ os.umask(_UMASK)
 def work_root() -> Path:
     """The root of all work folders: $KIT_WORK, else ./work."""
     return Path(os.environ.get(WORK_ENV, "work"))
+
+
+def submissions_dir(competition: str) -> Path:
+    """Kept submissions and their manifests (tracked by you, unlike work folders):
+    $KIT_SUBMISSIONS/<competition>, else ./submissions/<competition>."""
+    return Path(os.environ.get(SUBMISSIONS_ENV, "submissions")) / competition
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from kit.data.arrays import KeypointData
@@ -419,3 +420,87 @@ def _save_image(path: Path, image: Image.Image) -> None:
     else:
         image.save(buffer, format="JPEG", quality=90)
     write_bytes(path, buffer.getvalue())
+
+
+# --- the submission file ----------------------------------------------------------------------
+
+SUBMISSION_COLUMNS = ("Id", "Predicted")
+
+
+def write_submission(
+    path: Path,
+    comp: Competition,
+    raw_dir: Path,
+    test: KeypointData,
+    predictions: np.ndarray,
+    subset_predictions: dict[str, np.ndarray] | None = None,
+) -> dict[str, int]:
+    """Write ``Id,Predicted`` to `path`: Id = i * 2K + j for test face i in the test XML's
+    order and j over (x0, y0, x1, y1, ...), in ORIGINAL image pixels (each face's crop mapped
+    back). Every face needs all keypoints, so `subset_predictions` is not used."""
+    points = np.asarray(predictions, np.float64)
+    expected = (len(test), comp.num_keypoints, 2)
+    if points.shape != expected:
+        raise DataError(f"predictions have shape {points.shape}, expected {expected}")
+    values = test.to_original_coords(points).reshape(len(test), -1).ravel()
+    if not np.isfinite(values).all():
+        face = int(np.argmax(~np.isfinite(values))) // (2 * comp.num_keypoints)
+        raise DataError(
+            f"no prediction for test face {test.ids[face]!r}",
+            hint="the predictions do not cover every keypoint",
+        )
+    frame = pd.DataFrame({"Id": np.arange(len(values)), "Predicted": values})
+    check_submission_frame(frame, comp, len(test), raw_dir, shown=path.name)
+    write_text(path, frame.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    return {"rows": len(frame), "images": len(test), "images_from_subset": 0, "values_clipped": 0}
+
+
+def check_submission_frame(
+    frame: pd.DataFrame, comp: Competition, faces: int, raw_dir: Path, shown: str = "submission"
+) -> None:
+    """Id,Predicted; Ids 0 .. faces * 2K - 1 in order, each once (and the sample submission's
+    Ids where it exists); finite values."""
+    if tuple(frame.columns) != SUBMISSION_COLUMNS:
+        raise DataError(
+            f"header is {','.join(map(str, frame.columns))}, expected Id,Predicted", path=shown
+        )
+    ids = pd.to_numeric(frame["Id"], errors="coerce").to_numpy(np.float64)
+    expected = np.arange(faces * 2 * comp.num_keypoints)
+    if len(ids) != len(expected):
+        raise DataError(
+            f"has {len(ids)} rows, expected {len(expected)} ({faces} faces x "
+            f"{2 * comp.num_keypoints} values)",
+            path=shown,
+        )
+    if not np.array_equal(ids, expected):
+        row = int(np.argmax(ids != expected))
+        raise DataError(
+            f"row {row + 1} has Id {frame['Id'].iat[row]}, expected {row}",
+            path=shown,
+            hint="Ids run 0, 1, 2, ... in the test XML's order",
+        )
+    sample = raw_dir / options(comp)["sample_submission"]
+    if sample.is_file():
+        sample_ids = pd.read_csv(sample, usecols=["Id"])["Id"].to_numpy()
+        if not np.array_equal(np.sort(sample_ids), expected):
+            raise DataError(
+                f"{len(expected)} Ids for {faces} test faces, but {sample.name} has "
+                f"{len(sample_ids)}",
+                path=shown,
+                hint="the test XML and the sample submission disagree",
+            )
+    values = pd.to_numeric(frame["Predicted"], errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        at = int(np.argmax(~np.isfinite(values)))
+        raise DataError(
+            f"Id {at}: Predicted {frame['Predicted'].iat[at]!r} is not a number", path=shown
+        )
+
+
+def check_submission(path: Path, comp: Competition, raw_dir: Path, test: KeypointData) -> None:
+    """Validate a written submission file for the `test` faces."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read as CSV: {exc}", path=path) from exc
+    check_submission_frame(frame, comp, len(test), raw_dir, shown=str(path))

@@ -15,6 +15,7 @@ from kit.competition import Competition, load_competition
 from kit.console import console, err_console
 from kit.track import loop, notify, plots, report, schedule, snapshot, views
 from kit.track.store import TrackStore
+from kit.workspace import submissions_dir
 
 
 class SnapByDefault(TyperGroup):
@@ -72,7 +73,7 @@ Submissions = Annotated[
 
 
 def _manifests(comp: Competition, folder: Path | None) -> Path:
-    return folder if folder is not None else Path("submissions") / comp.name
+    return folder if folder is not None else submissions_dir(comp.name)
 
 
 def _overview(

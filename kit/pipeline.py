@@ -1,0 +1,401 @@
+"""`kit run` as a library call: fetch -> folds -> tune -> stack -> submit within a time budget.
+
+How the budget is spent (`plan_budget`): fetch and folds take what they take (seconds, or a
+no-op when up to date). The stack and the submission get a reserve estimated from the data size.
+Of what is left, `search_share` goes to the Optuna search (fold 0 of each trial, one family after
+the other: a family whose turn comes after the search time is spent is skipped) and the rest to
+training the best trials on all folds, which `kit stack` needs. Those final trainings are
+chosen greedily: each family's best trial first (best fold-0 score first), then second-best
+trials, each only if its estimated cost ((K - 1) x its fold-0 seconds) still fits. The single
+best trial overall is always trained, so there is something to stack and submit even when the
+budget is too small. A trial that has started runs to its end, so a budget can be overrun by
+about one trial.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kit.competition import Competition
+from kit.data.folds import write_folds
+from kit.errors import KitError
+from kit.fetch import FetchResult, fetch
+from kit.stack import FEATURE_SETS, StackResult, stack
+from kit.submit import SubmissionResult, make_submission
+from kit.training.runs import RunResult
+from kit.workspace import read_json
+
+STAGES = ("fetch", "folds", "tune", "stack", "submit")
+# On a CPU: lenet (fast) and, from 30 minutes on, sp (the seed's Model 1: its 15488 x 500
+# dense layer makes a fold ~6x slower than lenet's at 96 px, measured on this project's VM).
+CPU_FAMILIES = ("lenet", "sp")
+CPU_SP_BUDGET = 30 * 60
+DEFAULT_FOLDS = 5
+SEARCH_SHARE = 0.4
+
+
+@dataclass
+class PipelineEvent:
+    """Progress of one stage: status "start", "progress", "done" or "skipped"."""
+
+    stage: str
+    status: str
+    text: str = ""
+    fraction: float | None = None  # of the stage, when known
+
+
+PipelineReport = Callable[[PipelineEvent], None]
+
+
+@dataclass
+class BudgetPlan:
+    budget: float  # seconds, whole pipeline
+    families: list[str]
+    epochs: int | None  # per trial (None: each family's search space decides)
+    best_n: int
+    search_share: float
+    stack_reserve: float
+    submit_reserve: float
+
+
+@dataclass
+class PipelineResult:
+    competition: str
+    plan: BudgetPlan
+    fetch: FetchResult | None
+    runs: list[RunResult]
+    trials: pd.DataFrame  # the tuning table (all trials of the families)
+    stack: StackResult
+    submission: SubmissionResult
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+
+def parse_budget(text: str) -> float:
+    """'20m', '90s', '1h30m' or seconds -> seconds (the same syntax as `kit tune --timeout`)."""
+    from kit.tune import parse_duration
+
+    try:
+        return parse_duration(text)
+    except KitError:
+        raise KitError(f"--budget {text!r} is not a duration", hint="e.g. 90s, 20m, 2h") from None
+
+
+def default_families(device: str | None, budget: float) -> list[str]:
+    """Every family on a GPU; on a CPU lenet, plus sp from CPU_SP_BUDGET seconds on."""
+    from kit.models import list_models
+    from kit.training.loop import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return list_models()
+    chosen = CPU_FAMILIES if budget >= CPU_SP_BUDGET else CPU_FAMILIES[:1]
+    return [f for f in chosen if f in list_models()]
+
+
+def default_epochs(budget: float, device: str | None) -> int | None:
+    """Epochs per trial on a CPU: about one per 2 budget minutes (3..30); on a GPU the
+    families' search spaces decide."""
+    from kit.training.loop import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return None
+    return int(min(30, max(3, round(budget / 120))))
+
+
+def stack_seconds_estimate(rows: int, coordinates: int, folds: int) -> float:
+    """A generous guess of `kit stack`'s time: per coordinate and fold, K small LightGBM fits
+    (the inner CV that picks the rounds, then the fit) on about `rows` rows; calibrated on this
+    project's 2-core VM (fkd-proxy, 2449 rows x 30 coordinates x 5 folds: 86-127 s)."""
+    return coordinates * folds * (0.02 + 7e-5 * rows * folds)
+
+
+def plan_budget(
+    comp: Competition,
+    budget: float,
+    *,
+    families: list[str] | None,
+    epochs: int | None,
+    best_n: int,
+    device: str | None,
+    upload: bool,
+    search_share: float = SEARCH_SHARE,
+) -> BudgetPlan:
+    if budget <= 0:
+        raise KitError(f"--budget {budget:g} s must be positive")
+    rows = _cached_rows(comp)
+    folds = _folds_k(comp) or DEFAULT_FOLDS
+    estimate = stack_seconds_estimate(rows, 2 * comp.num_keypoints, folds)
+    return BudgetPlan(
+        budget=budget,
+        families=list(families) if families else default_families(device, budget),
+        epochs=epochs if epochs is not None else default_epochs(budget, device),
+        best_n=best_n,
+        search_share=search_share,
+        stack_reserve=min(max(5.0, estimate), 0.3 * budget),
+        submit_reserve=5.0 + (30.0 if upload else 0.0),
+    )
+
+
+def _cached_rows(comp: Competition) -> int:
+    checksums = comp.workspace.checksums
+    if checksums.is_file():
+        return int(read_json(checksums).get("counts", {}).get("train_rows", 0))
+    return 0
+
+
+def _folds_k(comp: Competition) -> int | None:
+    meta = comp.workspace.folds_csv.with_suffix(".json")
+    return int(read_json(meta)["k"]) if meta.is_file() else None
+
+
+# ------------------------------------------------------------------------- stages
+
+
+def fetch_stage(comp: Competition, source: Path | str | None, say: Callable[[str], None]):
+    """Fetch from `source`; without one, keep a cache that exists, else download from Kaggle."""
+    ws = comp.workspace
+    if source is None and all(p.is_file() for p in (ws.checksums, ws.train_npz, ws.test_npz)):
+        say("cached data kept (kit fetch --force refreshes it)")
+        return None
+    return fetch(comp, None if source is None else Path(source), report=say)
+
+
+def folds_stage(comp: Competition, k: int | None, say: Callable[[str], None]) -> int:
+    """Write the folds file (a no-op when up to date); without `k`, keep the existing k."""
+    k = k or _folds_k(comp) or DEFAULT_FOLDS
+    result = write_folds(comp, k=k)
+    say(f"{'wrote' if result.written else 'kept'} {result.k} folds")
+    return result.k
+
+
+def tune_stage(
+    comp: Competition,
+    plan: BudgetPlan,
+    deadline: float,
+    k: int,
+    device: str | None,
+    report: PipelineReport,
+) -> tuple[list[RunResult], pd.DataFrame, list[str]]:
+    """Search the families one trial at a time, round robin, for `plan.search_share` of the
+    time to `deadline`; then train the best trials that fit the time left on all folds.
+    Returns (runs, trials table, notes)."""
+    from kit.tune import TuneEvent, tune
+
+    def on_tune(event: TuneEvent) -> None:
+        report(PipelineEvent("tune", "progress", str(event)))
+
+    notes: list[str] = []
+    search_end = time.monotonic() + plan.search_share * max(0.0, deadline - time.monotonic())
+    trials = search_round_robin(comp, plan, search_end, device, on_tune, notes)
+    chosen = choose_finals(trials, plan.best_n, k, deadline - time.monotonic())
+    runs: list[RunResult] = []
+    for family, n in chosen.items():
+        result = tune(
+            comp, [family], trials=finished_trials(trials, family), best_n=n,
+            epochs=plan.epochs, device=device, report=on_tune,
+        )  # fmt: skip
+        runs += result.best_runs.get(family, [])
+    searched = set(trials.family) if len(trials) else set()
+    notes += [
+        f"{family}: no time left to train its best trial on all folds"
+        for family in sorted(searched - set(chosen))
+    ]
+    return runs, trials, notes
+
+
+def finished_trials(trials: pd.DataFrame, family: str) -> int:
+    """Complete + pruned trials of `family`'s study (what kit.tune's `trials` target counts)."""
+    if trials.empty:
+        return 0
+    mine = trials[trials.family == family]
+    return int(mine.state.isin(["COMPLETE", "PRUNED"]).sum())
+
+
+def search_round_robin(
+    comp: Competition,
+    plan: BudgetPlan,
+    search_end: float,
+    device: str | None,
+    on_tune: Callable,
+    notes: list[str],
+) -> pd.DataFrame:
+    """One trial per family in turn until `search_end`. Every family gets its first trial; a
+    later one starts only if the family's previous trial would still fit. A family whose
+    trials fail twice in a row is dropped (its error goes to `notes`)."""
+    from kit.tune import tune, tuning_table
+
+    try:
+        table = tuning_table(comp, families=plan.families)
+    except KitError:  # no study yet
+        table = pd.DataFrame(columns=["family", "state"])
+    done = {f: finished_trials(table, f) for f in plan.families}
+    last: dict[str, float] = {}
+    failures = dict.fromkeys(plan.families, 0)
+    tables = {f: table[table.family == f] for f in plan.families}
+    active = list(plan.families)
+    while active:
+        for family in list(active):
+            if family in last and search_end - time.monotonic() < last[family]:
+                active.remove(family)
+                continue
+            started = time.monotonic()
+            try:
+                result = tune(
+                    comp, [family], trials=done[family] + 1, best_n=0, epochs=plan.epochs,
+                    device=device, report=on_tune,
+                )  # fmt: skip
+            except KitError as exc:
+                failures[family] += 1
+                last[family] = time.monotonic() - started
+                if failures[family] >= 2:
+                    notes.append(f"{family}: dropped after failed trials ({exc})")
+                    active.remove(family)
+                continue
+            last[family] = time.monotonic() - started
+            tables[family] = result.table
+            count = finished_trials(result.table, family)
+            failures[family] = 0 if count > done[family] else failures[family] + 1
+            done[family] = count
+    frames = [t for t in tables.values() if len(t)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def choose_finals(trials: pd.DataFrame, best_n: int, k: int, seconds_left: float) -> dict:
+    """family -> how many of its best trials to train on all folds within `seconds_left`.
+
+    Greedy: each family's best trial (best fold-0 score first), then each family's second
+    best, ...; a trial costs (k - 1) x its fold-0 seconds. The best trial overall is always
+    taken."""
+    if trials.empty or best_n < 1:
+        return {}
+    done = trials[trials.state == "COMPLETE"].dropna(subset=["score"])
+    done = done.drop_duplicates(subset=["family", "key_params", "score"])  # retried trials
+    ranked = done.sort_values("score").groupby("family", sort=False)
+    per_family = {family: group.head(best_n) for family, group in ranked}
+    chosen: dict[str, int] = {}
+    budget = seconds_left
+    for rank in range(best_n):
+        for family, group in per_family.items():
+            if rank >= len(group) or chosen.get(family, 0) != rank:
+                continue  # no gaps: a family's 2nd trial only after its 1st
+            seconds = float(group.iloc[rank]["seconds"])
+            cost = (k - 1) * (seconds if math.isfinite(seconds) else 0.0)
+            if not chosen or cost <= budget:
+                chosen[family] = rank + 1
+                budget -= cost
+    return chosen
+
+
+@contextmanager
+def _stage(name: str, report: PipelineReport, seconds: dict[str, float]) -> Iterator[None]:
+    report(PipelineEvent(name, "start"))
+    started = time.monotonic()
+    yield
+    seconds[name] = time.monotonic() - started
+    report(PipelineEvent(name, "done", f"{seconds[name]:.0f} s", 1.0))
+
+
+def run_pipeline(
+    comp: Competition,
+    budget_seconds: float,
+    upload: bool = False,
+    source: Path | str | None = None,
+    report: PipelineReport | None = None,
+    *,
+    families: list[str] | None = None,
+    epochs: int | None = None,
+    folds: int | None = None,
+    best_n: int = 2,
+    stack_features: frozenset[str] = frozenset(FEATURE_SETS),
+    device: str | None = None,
+    eight_source: str | None = None,
+    message: str = "",
+) -> PipelineResult:
+    """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> stack -> submit
+    (uploaded only with `upload`), within about `budget_seconds`."""
+    report = report or (lambda _event: None)
+    started = time.monotonic()
+    deadline_total = started + budget_seconds
+    seconds: dict[str, float] = {}
+
+    def say(stage: str) -> Callable[[str], None]:
+        return lambda text: report(PipelineEvent(stage, "progress", text))
+
+    with _stage("fetch", report, seconds):
+        fetched = fetch_stage(comp, source, say("fetch"))
+    with _stage("folds", report, seconds):
+        k = folds_stage(comp, folds, say("folds"))
+    plan = plan_budget(
+        comp,
+        budget_seconds,
+        families=families,
+        epochs=epochs,
+        best_n=best_n,
+        device=device,
+        upload=upload,
+    )
+    with _stage("tune", report, seconds):
+        deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
+        runs, trials, notes = tune_stage(comp, plan, deadline, k, device, report)
+
+    def on_stack(done: int, total: int, text: str) -> None:
+        report(PipelineEvent("stack", "progress", text, done / max(total, 1)))
+
+    with _stage("stack", report, seconds):
+        stacked = stack(
+            comp,
+            per_family=best_n,
+            features=stack_features,
+            report=on_stack,
+            warn=lambda text: notes.append(text),
+        )
+    with _stage("submit", report, seconds):
+        submission = make_submission(
+            comp,
+            None,
+            eight_source=eight_source,
+            message=message,
+            dry_run=not upload,
+            say=say("submit"),
+        )
+    return PipelineResult(
+        competition=comp.name,
+        plan=plan,
+        fetch=fetched,
+        runs=runs,
+        trials=trials,
+        stack=stacked,
+        submission=submission,
+        stage_seconds=seconds,
+        notes=notes,
+    )
+
+
+def summary(result: PipelineResult) -> dict[str, Any]:
+    """A JSON-able digest (for logs and benchmarks)."""
+    return {
+        "competition": result.competition,
+        "budget": result.plan.budget,
+        "seconds": result.seconds,
+        "stages": result.stage_seconds,
+        "families": result.plan.families,
+        "epochs": result.plan.epochs,
+        "runs": [r.run_id for r in result.runs],
+        "stack": result.stack.stack_id,
+        "stack_cv": result.stack.cv_score,
+        "submission": str(result.submission.path),
+        "submitted": result.submission.manifest["source"]["id"],
+        "notes": result.notes,
+    }

@@ -1,0 +1,343 @@
+"""`kit submit` as a library call: a run's or a stack's test predictions -> a validated
+submission file, its JSON manifest, and (unless a dry run) the Kaggle upload.
+
+Files go to ``$KIT_SUBMISSIONS/<competition>/`` (default ``./submissions/<competition>/``) as
+``<UTC-timestamp>-<name>.csv`` plus ``<same>.json``. The manifest is written before the upload
+with ``uploaded: false`` and ``kaggle_ref: null``; only a ref that Kaggle returned (kit.kaggle
+raises for anything else) turns it into ``uploaded: true``. A failed upload records its error
+and keeps the file, so nothing is lost and nothing is marked uploaded that Kaggle did not take.
+`kit track` reads the fields ``file``, ``cv_score`` and ``kaggle_ref``.
+
+The competition's plug-in writes and validates the file (``write_submission``). For
+facial-keypoints, images whose lookup rows ask only for the "eight" subset can take another
+source's predictions (`eight_source`): the seeds' "8 + 30 combined" submission. By default
+that is the source with the best CV on the eight keypoints, when it is not the main source.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import kit
+from kit import workspace
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.errors import DataError, KaggleError, KitError
+from kit.stack import list_stacks
+from kit.training.runs import git_commit, list_runs
+from kit.workspace import read_json, sha256_file, write_json
+
+EIGHT = "eight"
+NO_EIGHT = ("none", "same", "off")  # --eight-from values that turn the 8 + 30 split off
+
+
+def submissions_dir(comp: Competition) -> Path:
+    """Where `comp`'s submissions and manifests go (see kit.workspace.submissions_dir)."""
+    return workspace.submissions_dir(comp.name)
+
+
+# ------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """A run or a stack whose test predictions can be submitted."""
+
+    kind: str  # "run" or "stack"
+    id: str
+    path: Path
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.path / "manifest.json")
+
+    @cached_property
+    def test(self) -> np.ndarray:
+        """(M, K', 2) input pixels; columns = `keypoints`."""
+        return np.load(self.path / "test.npy")
+
+    @property
+    def keypoints(self) -> list[int]:
+        return list(self.manifest["keypoint_indices"])
+
+    @property
+    def cv_score(self) -> float:
+        return float(self.manifest["cv"]["overall"])
+
+    def group_score(self, group: str) -> float | None:
+        """CV score on a named keypoint subset (e.g. "eight"), if it predicts all of it."""
+        value = self.manifest["cv"].get("per_group", {}).get(group)
+        return None if value is None else float(value)
+
+    @property
+    def run_ids(self) -> list[str]:
+        if self.kind == "run":
+            return [self.id]
+        return [r["run_id"] for r in self.manifest["runs"]]
+
+    def covers(self, keypoints: list[int]) -> bool:
+        return set(keypoints) <= set(self.keypoints)
+
+    @property
+    def complete(self) -> bool:
+        """A stack, or a run trained on every fold (not a tuning trial or a quick run)."""
+        return self.kind == "stack" or bool(self.manifest["folds"].get("complete", False))
+
+    def full_test(self, num_keypoints: int) -> np.ndarray:
+        """(M, K, 2) with NaN for the keypoints it does not predict."""
+        out = np.full((len(self.test), num_keypoints, 2), np.nan, np.float64)
+        out[:, self.keypoints] = self.test
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "path": str(self.path),
+            "cv_score": self.cv_score,
+            "keypoints": len(self.keypoints),
+            "family": self.manifest.get("family"),
+        }
+
+
+def list_sources(comp: Competition) -> list[Source]:
+    """Every finished run and stack of `comp`, best CV first."""
+    sources = [Source("run", r.run_id, r.path) for r in list_runs(comp)]
+    sources += [Source("stack", s.stack_id, s.path) for s in list_stacks(comp)]
+    return sorted(sources, key=lambda s: s.cv_score)
+
+
+def resolve_source(comp: Competition, name: str | Path) -> Source:
+    """A run or stack by id, unique id prefix, or folder path."""
+    path = Path(name)
+    if (path / "manifest.json").is_file():
+        manifest = read_json(path / "manifest.json")
+        kind = "stack" if "stack_id" in manifest else "run"
+        return Source(kind, str(manifest.get(f"{kind}_id", path.name)), path)
+    text = str(name).strip()
+    sources = list_sources(comp)
+    exact = [s for s in sources if s.id == text]
+    matches = exact or [s for s in sources if s.id.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(s.id for s in sources[:8]) or "none"
+    if not matches:
+        raise KitError(
+            f"no finished run or stack {text!r} of {comp.name}",
+            hint=f"known (best first): {known}",
+        )
+    raise KitError(
+        f"{text!r} matches {len(matches)} runs and stacks of {comp.name}",
+        hint=f"give more of the id: {', '.join(s.id for s in matches[:5])}",
+    )
+
+
+def default_source(comp: Competition) -> Source:
+    """The best-CV stack or run trained on every fold that predicts every keypoint."""
+    everything = list(range(comp.num_keypoints))
+    full = [s for s in list_sources(comp) if s.complete and s.covers(everything)]
+    if not full:
+        raise KitError(
+            f"no finished run or stack of {comp.name} predicts every keypoint",
+            hint=f"run `kit train {comp.name} MODEL` (or kit tune / kit stack), or give --from",
+        )
+    return full[0]
+
+
+def default_eight_source(comp: Competition, main: Source) -> Source | None:
+    """The stack or complete run with the best CV on the "eight" keypoints, if it is not
+    `main` (None then, or when the competition has no "eight" subset)."""
+    if EIGHT not in comp.subsets:
+        return None
+    eight = comp.subset_indices(EIGHT)
+    scored = [
+        (score, s)
+        for s in list_sources(comp)
+        if s.complete and s.covers(eight) and (score := s.group_score(EIGHT)) is not None
+    ]
+    if not scored:
+        return None
+    best = min(scored, key=lambda pair: pair[0])[1]
+    return None if best.id == main.id else best
+
+
+def _check_fresh(comp: Competition, source: Source, test: KeypointData) -> None:
+    """The source's test predictions must belong to the cached test split as it is now."""
+    recorded = source.manifest.get("data", {}).get("test")
+    stale = recorded is not None and recorded != sha256_file(comp.workspace.test_npz)
+    if stale or len(source.test) != len(test):
+        raise DataError(
+            f"{source.kind} {source.id} predicted another test split "
+            f"({len(source.test)} rows; the cache has {len(test)})",
+            path=comp.workspace.test_npz,
+            hint=f"retrain or restack on the current data of {comp.name}",
+        )
+
+
+# ------------------------------------------------------------------------- the submission
+
+
+@dataclass
+class SubmissionResult:
+    path: Path  # the CSV
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def uploaded(self) -> bool:
+        return bool(self.manifest["uploaded"])
+
+    @property
+    def kaggle_ref(self) -> int | None:
+        return self.manifest["kaggle_ref"]
+
+
+def _file_stem(folder: Path, main: Source, eight: Source | None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = main.id if eight is None else f"{main.id}+8-{eight.id}"
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", name)[:120]
+    stem, n = f"{stamp}-{name}", 2
+    while (folder / f"{stem}.csv").exists():  # two submissions in one second
+        stem, n = f"{stamp}-{name}-{n}", n + 1
+    return stem
+
+
+def _resolve_eight(comp: Competition, main: Source, eight_source: str | Path | None):
+    if eight_source is None:
+        return default_eight_source(comp, main)
+    if str(eight_source).strip().lower() in NO_EIGHT:
+        return None
+    if EIGHT not in comp.subsets:
+        raise KitError(f"--eight-from: {comp.name} has no subset named {EIGHT!r}")
+    eight = resolve_source(comp, eight_source)
+    if not eight.covers(comp.subset_indices(EIGHT)):
+        raise KitError(
+            f"--eight-from {eight.id} does not predict every keypoint of the {EIGHT!r} subset"
+        )
+    return None if eight.id == main.id else eight
+
+
+def make_submission(
+    comp: Competition,
+    source: Path | str | None = None,
+    *,
+    eight_source: Path | str | None = None,
+    message: str = "",
+    dry_run: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> SubmissionResult:
+    """Write the submission of `source` (default: the best-CV run or stack predicting every
+    keypoint), its manifest, and upload it unless `dry_run`.
+
+    `eight_source`: None picks the best source on the "eight" keypoints for images that ask
+    only for those (facial-keypoints); "none" turns that off; else a run or stack id.
+    """
+    main = resolve_source(comp, source) if source is not None else default_source(comp)
+    everything = list(range(comp.num_keypoints))
+    if not main.covers(everything):
+        raise KitError(
+            f"{main.kind} {main.id} predicts {len(main.keypoints)} of {comp.num_keypoints} "
+            "keypoints; the submission needs all of them",
+            hint="give --from a run or stack that predicts every keypoint",
+        )
+    eight = _resolve_eight(comp, main, eight_source)
+    test = KeypointData.load(comp.workspace.test_npz)
+    for used in (main, eight):
+        if used is not None:
+            _check_fresh(comp, used, test)
+
+    folder = submissions_dir(comp)
+    stem = _file_stem(folder, main, eight)
+    csv_path, manifest_path = folder / f"{stem}.csv", folder / f"{stem}.json"
+    subsets = {EIGHT: eight.full_test(comp.num_keypoints)} if eight is not None else None
+    info = comp.plugin.write_submission(
+        csv_path,
+        comp,
+        comp.workspace.raw,
+        test,
+        main.full_test(comp.num_keypoints),
+        subsets,
+    )
+    message = message or _default_message(main, eight)
+    manifest = _manifest(comp, csv_path, main, eight, info, message, dry_run)
+    write_json(manifest_path, manifest)
+    result = SubmissionResult(csv_path, manifest_path, manifest)
+    if not dry_run:
+        upload(comp, result, say=say)
+    return result
+
+
+def _default_message(main: Source, eight: Source | None) -> str:
+    text = f"kit {main.kind} {main.id} (CV {main.cv_score:.4f})"
+    return text if eight is None else f"{text}; eight keypoints from {eight.id}"
+
+
+def _manifest(comp, csv_path, main: Source, eight: Source | None, info, message, dry_run):
+    used = [main] + ([eight] if eight is not None else [])
+    runs = list(dict.fromkeys(run for s in used for run in s.run_ids))
+    return {
+        "competition": comp.name,
+        "kaggle_slug": comp.kaggle_slug,
+        "file": csv_path.name,
+        "csv": str(csv_path),
+        "csv_sha256": sha256_file(csv_path),
+        "cv_score": main.cv_score,
+        "metric": comp.metric,
+        "cv": {
+            "source": main.manifest["cv"],
+            EIGHT: None if eight is None else eight.group_score(EIGHT),
+        },
+        "source": main.describe(),
+        "eight_source": None if eight is None else eight.describe(),
+        "runs": runs,
+        "stack": main.id if main.kind == "stack" else None,
+        "stacks": [s.id for s in used if s.kind == "stack"],
+        "settings": {
+            "eight_rule": "images whose lookup rows ask only for the eight subset take eight_source"
+            if eight is not None
+            else "off",
+            **info,
+        },
+        "message": message,
+        "dry_run": dry_run,
+        "uploaded": False,
+        "kaggle_ref": None,
+        "upload_error": None,
+        "git_commit": git_commit(),
+        "kit": kit.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def upload(
+    comp: Competition, result: SubmissionResult, say: Callable[[str], None] | None = None
+) -> int:
+    """Upload a written submission; record Kaggle's ref (or the error) in its manifest."""
+    from kit import kaggle  # late: the kaggle client is slow and noisy to import
+
+    manifest = result.manifest
+    try:
+        ref = kaggle.submit(comp.kaggle_slug, result.path, manifest["message"])
+    except KaggleError as exc:
+        manifest.update(uploaded=False, kaggle_ref=None, upload_error=str(exc))
+        write_json(result.manifest_path, manifest)
+        raise KaggleError(str(exc), hint=f"not uploaded; the file is kept: {result.path}") from exc
+    manifest.update(
+        uploaded=True,
+        kaggle_ref=ref,
+        upload_error=None,
+        dry_run=False,
+        uploaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_json(result.manifest_path, manifest)
+    if say is not None:
+        say(f"Kaggle accepted the submission, ref {ref}")
+    return ref

@@ -1,0 +1,553 @@
+"""`kit train` as a library call: K-fold training with content-addressed, resumable run folders.
+
+A run id hashes (family, resolved config, target plan, keypoints, data checksums, folds file
+checksum), so the same work is never done twice. ``comp.workspace.runs/<run-id>/`` holds::
+
+    config.json                 the resolved config (written first)
+    fold-<k>.pt                 the fold's weights (every sub-model of the target set)
+    fold-<k>.npz                the fold's OOF rows + predictions and its test predictions
+    fold-<k>.done.json          the done marker, written last: a fold counts only with it
+    oof.npy  oof_folds.npy      (N, K, 2) OOF predictions (NaN = not predicted) and the fold
+                                whose model predicted each row (-1 = none)
+    test.npy                    (M, K, 2) test predictions averaged over the fold models
+    manifest.json               scores, seeds, folds, timing, device, versions (written last)
+    curves.png  worst.png
+
+An interrupted run resumes at the first fold without a done marker. ``folds=K`` trains only
+the first K folds of the folds file (a quick run): the partition itself never changes, the OOF
+then covers those folds' rows only, and the CV score uses only predicted rows. A later run of
+the same config with more folds reuses the finished ones.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import kit
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.errors import DataError, KitError
+from kit.metrics import evaluate, per_row_error
+from kit.training.loop import (
+    DeviceData,
+    EpochCallback,
+    RunConfig,
+    check_flip,
+    configure_cpu_threads,
+    device_images,
+    fit,
+    flip_permutation,
+    resolve_config,
+    resolve_device,
+)
+from kit.training.predict import predict_rows
+from kit.training.targets import LinearImputer, TargetPlan, plan_targets
+from kit.workspace import atomic_path, read_json, sha256_file, sha256_json, write_json
+
+RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get new ids
+
+
+class OofLeakError(KitError):
+    """An OOF row was (or would be) predicted by a model that trained on it, twice, or never."""
+
+
+@dataclass
+class FoldEvent:
+    """Progress of one fold: status "start", "resumed" (found done) or "done"."""
+
+    fold: int
+    folds: int
+    status: str
+    score: float | None = None
+    seconds: float = 0.0
+
+
+FoldCallback = Callable[[FoldEvent], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+    trained_folds: list[int] = field(default_factory=list)  # trained by this call
+    resumed_folds: list[int] = field(default_factory=list)  # found finished on disk
+
+    @cached_property
+    def oof(self) -> np.ndarray:
+        return np.load(self.path / "oof.npy")
+
+    @cached_property
+    def oof_folds(self) -> np.ndarray:
+        return np.load(self.path / "oof_folds.npy")
+
+    @cached_property
+    def test(self) -> np.ndarray:
+        return np.load(self.path / "test.npy")
+
+    @property
+    def cv_score(self) -> float:
+        return float(self.manifest["cv"]["overall"])
+
+    @property
+    def keypoints(self) -> list[int]:
+        return list(self.manifest["keypoint_indices"])
+
+
+class OofAssembler:
+    """Fills the OOF array fold by fold and asserts that no row leaks.
+
+    A row may only be filled by the model of its own fold (the one fold model that did not
+    train on it), at most once; `finish` asserts every row of the finished folds was filled.
+    """
+
+    def __init__(self, folds: np.ndarray, num_keypoints: int):
+        self.folds = folds
+        self.pred = np.full((len(folds), num_keypoints, 2), np.nan, np.float32)
+        self.filled_by = np.full(len(folds), -1, np.int64)
+
+    def add(self, fold: int, rows: np.ndarray, pred: np.ndarray) -> None:
+        rows = np.asarray(rows, np.int64)
+        wrong = rows[self.folds[rows] != fold]
+        if wrong.size:
+            raise OofLeakError(
+                f"OOF leak: row {int(wrong[0])} belongs to fold {int(self.folds[wrong[0]])} "
+                f"but the fold-{fold} model (which trained on it) predicted it",
+                hint="delete the run folder and retrain",
+            )
+        twice = rows[self.filled_by[rows] != -1]
+        if twice.size or len(np.unique(rows)) != len(rows):
+            row = int(twice[0]) if twice.size else int(rows[0])
+            raise OofLeakError(f"OOF row {row} is predicted twice", hint="delete the run folder")
+        self.pred[rows] = pred
+        self.filled_by[rows] = fold
+
+    def finish(self, done_folds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        expected = np.isin(self.folds, done_folds)
+        missing = np.flatnonzero(expected & (self.filled_by != self.folds))
+        if missing.size:
+            raise OofLeakError(
+                f"OOF row {int(missing[0])} of fold {int(self.folds[missing[0]])} has no "
+                f"prediction from its fold model ({missing.size} rows)",
+                hint="delete the run folder and retrain",
+            )
+        return self.pred, self.filled_by
+
+
+@dataclass
+class RunContext:
+    """Everything one `train_run` call shares between folds."""
+
+    comp: Competition
+    config: RunConfig
+    plan: TargetPlan
+    data: KeypointData
+    test: KeypointData
+    folds: np.ndarray
+    device: torch.device
+    path: Path
+    on_epoch: EpochCallback | None = None
+
+    @cached_property
+    def images(self) -> torch.Tensor:
+        return device_images(self.data.images, self.device)
+
+    @cached_property
+    def test_images(self) -> torch.Tensor:
+        return device_images(self.test.images, self.device)
+
+
+def fold_seed(seed: int, fold: int, submodel: int) -> int:
+    """Independent, reproducible seed per (run seed, fold, sub-model)."""
+    return int(np.random.SeedSequence([seed, fold, submodel]).generate_state(1)[0])
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(kit.__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def data_checksums(comp: Competition) -> dict[str, str]:
+    ws = comp.workspace
+    for path in (ws.train_npz, ws.test_npz):
+        if not path.is_file():
+            raise DataError("no cached arrays", path=path, hint=f"run `kit fetch {comp.name}`")
+    return {"train": sha256_file(ws.train_npz), "test": sha256_file(ws.test_npz)}
+
+
+def folds_checksum(comp: Competition) -> str:
+    path = comp.workspace.folds_csv
+    if not path.is_file():
+        raise DataError("no folds file", path=path, hint=f"run `kit folds {comp.name}`")
+    return sha256_file(path)
+
+
+def make_run_id(config: RunConfig, plan: TargetPlan, data: dict[str, str], folds: str) -> str:
+    identity = {
+        "format": RUN_FORMAT,
+        "config": config.to_dict(),
+        "plan": plan.describe(),
+        "data": data,
+        "folds": folds,
+    }
+    return f"{config.family}-{sha256_json(identity)[:12]}"
+
+
+def _load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
+    from kit.data.folds import load_folds  # the folds stage owns the file format
+
+    folds = np.asarray(load_folds(comp, data), np.int64)
+    if folds.shape != (len(data),) or folds.min() < 0:
+        raise DataError(
+            "folds do not match the cached training rows",
+            path=comp.workspace.folds_csv,
+            hint=f"rerun `kit folds {comp.name}`",
+        )
+    return folds
+
+
+def _load_split(comp: Competition, path: Path) -> KeypointData:
+    split = KeypointData.load(path)
+    size = comp.input_size
+    if split.images.shape[1:] != (size, size) or split.keypoints.shape[1] != comp.num_keypoints:
+        raise DataError(
+            f"cached arrays have images {split.images.shape[1:]} and "
+            f"{split.keypoints.shape[1]} keypoints; {comp.name} needs {size}x{size} and "
+            f"{comp.num_keypoints}",
+            path=path,
+            hint=f"run `kit fetch {comp.name} --force`",
+        )
+    return split
+
+
+# ---------------------------------------------------------------- per-fold artifacts
+
+
+def _marker(path: Path, fold: int) -> Path:
+    return path / f"fold-{fold}.done.json"
+
+
+def done_folds(path: Path) -> list[int]:
+    """Folds whose done marker exists (their .pt and .npz were written before it)."""
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in path.glob("fold-*.done.json"))
+
+
+def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    comp, config, plan = ctx.comp, ctx.config, ctx.plan
+    val_rows = np.flatnonzero(ctx.folds == fold)
+    train_rows = np.flatnonzero(ctx.folds != fold)
+    keypoints = ctx.data.keypoints
+    imputed = None
+    if plan.impute:  # fitted on this fold's training rows only; validation truth stays as is
+        imputer = LinearImputer.fit(keypoints[train_rows], threshold=config.train["impute_r2"])
+        filled, mask = imputer.transform(keypoints[train_rows])
+        keypoints = keypoints.copy()
+        keypoints[train_rows] = filled
+        imputed = {"filled": int(mask.sum()), "fits": imputer.summary(comp.keypoint_names)}
+    device_data = DeviceData(ctx.images, torch.from_numpy(keypoints).to(ctx.device))
+    val_truth = ctx.data.subset(val_rows)
+    oof_parts, test_parts, states, subs = {}, {}, {}, {}
+    for index, sub in enumerate(plan.submodels):
+        rows = sub.training_rows(keypoints, train_rows)
+        seed = fold_seed(int(config.train["seed"]), fold, index)
+        result = fit(
+            comp,
+            config,
+            sub,
+            device_data,
+            rows,
+            val_rows,
+            val_truth,
+            device=ctx.device,
+            seed=seed,
+            fold=fold,
+            on_epoch=ctx.on_epoch,
+        )
+        perm = flip_permutation(comp, sub.keypoints) if config.train["tta"] else None
+        batch = int(config.train["eval_batch_size"])
+        oof_parts[sub.name] = predict_rows(
+            result.model, ctx.images, val_rows, ctx.device, batch_size=batch, flip_perm=perm
+        )
+        test_parts[sub.name] = predict_rows(
+            result.model, ctx.test_images, None, ctx.device, batch_size=batch, flip_perm=perm
+        )
+        states[sub.name] = {k: v.cpu() for k, v in result.model.state_dict().items()}
+        subs[sub.name] = {
+            "seed": seed,
+            "train_rows": len(rows),
+            "best_epoch": result.best_epoch,
+            "best_val_score": result.best_score,
+            "epochs_run": len(result.history),
+            "seconds": result.seconds,
+            "history": result.history,
+        }
+    oof, test = plan.merge(oof_parts), plan.merge(test_parts)
+    scores = evaluate(comp, oof, val_truth, keypoints=list(plan.keypoints))
+    record = {
+        "fold": fold,
+        "val_rows": len(val_rows),
+        "score": scores.overall,
+        "scores": scores.to_dict(),
+        "submodels": subs,
+        "imputation": imputed,
+        "device": str(ctx.device),
+        "seconds": time.perf_counter() - started,
+    }
+    _save_fold(ctx, fold, states, val_rows, oof, test, record)
+    return record
+
+
+def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record) -> None:
+    checkpoint = {
+        "format": RUN_FORMAT,
+        "family": ctx.config.family,
+        "model_hparams": ctx.config.model,
+        "input_size": ctx.comp.input_size,
+        "fold": fold,
+        "submodels": {
+            sub.name: {"keypoints": list(sub.keypoints), "state_dict": states[sub.name]}
+            for sub in ctx.plan.submodels
+        },
+    }
+    with atomic_path(ctx.path / f"fold-{fold}.pt") as tmp:
+        torch.save(checkpoint, tmp)
+    with atomic_path(ctx.path / f"fold-{fold}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, rows=rows, oof=oof, test=test)
+    write_json(_marker(ctx.path, fold), record)  # last: the fold now counts as done
+
+
+def load_fold_model(run_path: Path, fold: int, submodel: str = "main", device: str = "cpu"):
+    """Rebuild one fold's trained network from its checkpoint (eval mode)."""
+    from kit.models import create_model
+
+    checkpoint = torch.load(run_path / f"fold-{fold}.pt", map_location=device, weights_only=True)
+    sub = checkpoint["submodels"][submodel]
+    model = create_model(
+        checkpoint["family"],
+        len(sub["keypoints"]),
+        checkpoint["input_size"],
+        **checkpoint["model_hparams"],
+    )
+    model.load_state_dict(sub["state_dict"])
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- assembling a run
+
+
+def assemble(ctx: RunContext, folds_done: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OOF (asserting no leak), its fold-of-origin array, and the fold-averaged test array."""
+    assembler = OofAssembler(ctx.folds, len(ctx.plan.keypoints))
+    tests = []
+    for fold in folds_done:
+        with np.load(ctx.path / f"fold-{fold}.npz") as z:
+            assembler.add(fold, z["rows"], z["oof"])
+            tests.append(z["test"])
+    oof, filled_by = assembler.finish(folds_done)
+    return oof, filled_by, np.mean(tests, axis=0).astype(np.float32)
+
+
+def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records, wall) -> dict:
+    predicted = np.flatnonzero(np.isin(ctx.folds, folds_done))
+    cv = evaluate(ctx.comp, oof[predicted], ctx.data.subset(predicted), list(ctx.plan.keypoints))
+    n_folds = int(ctx.folds.max()) + 1
+    return {
+        "run_id": run_id,
+        "competition": ctx.comp.name,
+        "family": ctx.config.family,
+        "config": ctx.config.to_dict(),
+        "target_set": ctx.plan.target_set,
+        "plan": ctx.plan.describe(),
+        "keypoints": [ctx.comp.keypoint_names[k] for k in ctx.plan.keypoints],
+        "keypoint_indices": list(ctx.plan.keypoints),
+        "metric": ctx.comp.metric,
+        "seed": int(ctx.config.train["seed"]),
+        "seeds": {
+            str(r["fold"]): {n: s["seed"] for n, s in r["submodels"].items()} for r in records
+        },
+        "folds": {
+            "file": str(ctx.comp.workspace.folds_csv),
+            "sha256": folds_checksum(ctx.comp),
+            "total": n_folds,
+            "trained": folds_done,
+            "complete": len(folds_done) == n_folds,
+            "rows_predicted": len(predicted),
+            "rows_total": len(ctx.folds),
+        },
+        "data": {
+            "train_rows": len(ctx.data),
+            "test_rows": len(ctx.test),
+            **data_checksums(ctx.comp),
+        },
+        "cv": cv.to_dict(),
+        "fold_scores": {str(r["fold"]): r["scores"] for r in records},
+        "fold_epochs": {
+            str(r["fold"]): {n: s["epochs_run"] for n, s in r["submodels"].items()} for r in records
+        },
+        "fold_seconds": {str(r["fold"]): r["seconds"] for r in records},
+        "train_seconds": sum(r["seconds"] for r in records),
+        "wall_seconds": wall,
+        "device": str(ctx.device),
+        "fold_devices": {str(r["fold"]): r["device"] for r in records},
+        "torch": torch.__version__,
+        "kit": kit.__version__,
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _write_pictures(ctx: RunContext, oof: np.ndarray, records: list[dict]) -> None:
+    from kit.training.plots import plot_curves, plot_worst
+
+    plot_curves(records, ctx.path / "curves.png", metric=ctx.comp.metric)
+    truth = ctx.data.keypoints[:, list(ctx.plan.keypoints)]
+    predicted = np.isfinite(oof).all(axis=(1, 2))
+    errors = np.full(len(oof), np.nan)
+    errors[predicted] = per_row_error(oof[predicted], truth[predicted])
+    plot_worst(ctx.data.images, truth, oof, errors, ctx.path / "worst.png")
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def train_run(
+    comp: Competition,
+    family: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    folds: int | None = None,
+    epochs: int | None = None,
+    target_set: str = "masked",
+    keypoints: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    on_epoch: EpochCallback | None = None,
+    on_fold: FoldCallback | None = None,
+    pictures: bool = True,
+) -> RunResult:
+    """Train `family` on every fold of the folds file (or the first `folds`), write the run."""
+    started = time.perf_counter()
+    config = resolve_config(family, overrides, epochs=epochs, seed=seed)
+    plan = plan_targets(comp, target_set, keypoints)
+    for sub in plan.submodels:
+        check_flip(comp, config, sub.keypoints)
+    data = _load_split(comp, comp.workspace.train_npz)
+    fold_of_row = _load_folds(comp, data)
+    n_folds = int(fold_of_row.max()) + 1
+    if folds is not None and not 1 <= folds <= n_folds:
+        raise KitError(
+            f"--folds {folds}: the folds file has {n_folds} folds", hint=f"use 1..{n_folds}"
+        )
+    run_id = make_run_id(config, plan, data_checksums(comp), folds_checksum(comp))
+    path = comp.workspace.runs / run_id
+    requested = list(range(n_folds if folds is None else folds))
+    found = done_folds(path)
+    if set(requested) <= set(found) and _finished(path, found):
+        return RunResult(
+            run_id, path, read_json(path / "manifest.json"), reused=True, resumed_folds=found
+        )
+
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").is_file():
+        write_json(path / "config.json", {"run_id": run_id, **config.to_dict(), **plan.describe()})
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        configure_cpu_threads()
+    ctx = RunContext(
+        comp,
+        config,
+        plan,
+        data,
+        _load_split(comp, comp.workspace.test_npz),
+        fold_of_row,
+        torch_device,
+        path,
+        on_epoch,
+    )
+    trained = []
+    for fold in requested:
+        if fold in found:
+            _notify(on_fold, FoldEvent(fold, n_folds, "resumed"))
+            continue
+        _notify(on_fold, FoldEvent(fold, n_folds, "start"))
+        record = _train_fold(ctx, fold)
+        trained.append(fold)
+        _notify(on_fold, FoldEvent(fold, n_folds, "done", record["score"], record["seconds"]))
+    manifest = _write_run(ctx, run_id, started, pictures)
+    resumed = [f for f in requested if f in found]
+    return RunResult(run_id, path, manifest, trained_folds=trained, resumed_folds=resumed)
+
+
+def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> dict[str, Any]:
+    """Assemble every done fold into oof.npy / test.npy / pictures, then the manifest."""
+    path = ctx.path
+    (path / "manifest.json").unlink(missing_ok=True)  # "finished" only once all is rewritten
+    folds_done = done_folds(path)
+    oof, filled_by, test = assemble(ctx, folds_done)
+    records = [read_json(_marker(path, f)) for f in folds_done]
+    manifest = _manifest(ctx, run_id, folds_done, oof, records, time.perf_counter() - started)
+    _save_npy(path / "oof_folds.npy", filled_by)
+    _save_npy(path / "oof.npy", oof)
+    _save_npy(path / "test.npy", test)
+    if pictures:  # curves.png and worst.png (about a second; tune turns them off)
+        _write_pictures(ctx, oof, records)
+    write_json(path / "manifest.json", manifest)
+    return manifest
+
+
+def _finished(path: Path, found: list[int]) -> bool:
+    manifest = path / "manifest.json"
+    return manifest.is_file() and read_json(manifest)["folds"]["trained"] == found
+
+
+def _notify(callback: FoldCallback | None, event: FoldEvent) -> None:
+    if callback is not None:
+        callback(event)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def load_run(comp: Competition, run_id: str) -> RunResult:
+    """A finished run by id (its manifest exists)."""
+    path = comp.workspace.runs / run_id
+    if not (path / "manifest.json").is_file():
+        known = ", ".join(r.run_id for r in list_runs(comp)) or "none"
+        raise KitError(
+            f"no finished run {run_id!r} for {comp.name}", hint=f"finished runs: {known}"
+        )
+    return RunResult(run_id, path, read_json(path / "manifest.json"), reused=True)
+
+
+def list_runs(comp: Competition) -> list[RunResult]:
+    """Every finished run of `comp`, best CV score first."""
+    root = comp.workspace.runs
+    runs = [
+        RunResult(p.parent.name, p.parent, read_json(p), reused=True)
+        for p in sorted(root.glob("*/manifest.json"))
+    ]
+    return sorted(runs, key=lambda r: r.cv_score)

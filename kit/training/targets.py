@@ -1,0 +1,214 @@
+"""What a run trains on: the keypoint columns, the sub-models, and how missing labels are handled.
+
+Target sets (``--target-set``):
+
+- ``masked`` (default): one model, every row, masked loss (only labelled coordinates count).
+- ``complete``: one model on the rows that have every selected keypoint.
+- ``8-30``: the seeds' strategy. Model "eight" on every row that has all of the competition's
+  ``eight`` subset, model "full" on complete rows; merged prediction = the eight keypoints from
+  "eight", the rest from "full".
+- ``impute``: the seed's linear imputation (see `LinearImputer`), fitted on the training-fold
+  rows only, then the masked loss on what is still missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kit.competition import Competition
+from kit.errors import KitError
+
+TARGET_SETS = ("masked", "complete", "8-30", "impute")
+EIGHT_SUBSET = "eight"
+DEFAULT_R2_THRESHOLD = 0.45
+# A keypoint predicts a missing one only if it is present in this share of the rows to fill.
+PREDICTOR_PRESENCE = 0.95
+
+
+def resolve_keypoints(comp: Competition, spec: str | None) -> list[int]:
+    """All keypoints (None), a named subset from competition.toml, or a comma list of names."""
+    if spec is None or spec.strip() in ("", "all"):
+        return list(range(comp.num_keypoints))
+    indices = comp.subset_indices(spec.strip())
+    if len(set(indices)) != len(indices):
+        raise KitError(f"--keypoints {spec!r} names a keypoint twice")
+    return sorted(indices)
+
+
+@dataclass(frozen=True)
+class SubModel:
+    """One network of a run: trained on `keypoints`, filling `contributes` in the merged output."""
+
+    name: str
+    keypoints: tuple[int, ...]
+    contributes: tuple[int, ...]
+    complete_rows_only: bool = False
+
+    def training_rows(self, keypoints: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The subset of `rows` this sub-model learns from (at least one usable label)."""
+        labelled = np.isfinite(keypoints[rows][:, list(self.keypoints)]).all(axis=2)
+        keep = labelled.all(axis=1) if self.complete_rows_only else labelled.any(axis=1)
+        return rows[keep]
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    target_set: str
+    keypoints: tuple[int, ...]  # competition indices: the columns of oof.npy / test.npy
+    submodels: tuple[SubModel, ...]
+    impute: bool = False
+
+    def merge(self, predictions: dict[str, np.ndarray]) -> np.ndarray:
+        """Sub-model predictions (each (N, len(sub.keypoints), 2)) -> (N, len(keypoints), 2)."""
+        n = len(next(iter(predictions.values())))
+        out = np.full((n, len(self.keypoints), 2), np.nan, np.float32)
+        column = {k: i for i, k in enumerate(self.keypoints)}
+        for sub in self.submodels:
+            pred = predictions[sub.name]
+            for k in sub.contributes:
+                out[:, column[k]] = pred[:, sub.keypoints.index(k)]
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "target_set": self.target_set,
+            "keypoints": list(self.keypoints),
+            "submodels": [
+                {
+                    "name": s.name,
+                    "keypoints": list(s.keypoints),
+                    "contributes": list(s.contributes),
+                    "complete_rows_only": s.complete_rows_only,
+                }
+                for s in self.submodels
+            ],
+        }
+
+
+def plan_targets(comp: Competition, target_set: str = "masked", keypoints: str | None = None):
+    """The `TargetPlan` for a target set and an optional keypoint subset."""
+    if target_set not in TARGET_SETS:
+        raise KitError(
+            f"unknown target set {target_set!r}", hint=f"valid: {', '.join(TARGET_SETS)}"
+        )
+    selected = tuple(resolve_keypoints(comp, keypoints))
+    if target_set == "8-30":
+        return _plan_eight_thirty(comp, selected, keypoints)
+    sub = SubModel("main", selected, selected, complete_rows_only=target_set == "complete")
+    return TargetPlan(target_set, selected, (sub,), impute=target_set == "impute")
+
+
+def _plan_eight_thirty(comp: Competition, selected: tuple[int, ...], spec: str | None):
+    if EIGHT_SUBSET not in comp.subsets:
+        raise KitError(
+            f"target set 8-30 needs a subset named {EIGHT_SUBSET!r} in {comp.name}'s "
+            "competition.toml",
+            hint="use --target-set masked",
+        )
+    if spec is not None and len(selected) != comp.num_keypoints:
+        raise KitError("--target-set 8-30 trains all keypoints; drop --keypoints")
+    eight = tuple(sorted(comp.subset_indices(EIGHT_SUBSET)))
+    rest = tuple(k for k in selected if k not in eight)
+    return TargetPlan(
+        "8-30",
+        selected,
+        (
+            SubModel("eight", eight, eight, complete_rows_only=True),
+            SubModel("full", selected, rest, complete_rows_only=True),
+        ),
+    )
+
+
+@dataclass
+class KeypointFit:
+    """Linear model of one keypoint's (x, y) from the coordinates of `predictors`."""
+
+    predictors: tuple[int, ...]
+    coef: np.ndarray  # (1 + 2 * len(predictors), 2)
+    r2: float  # leave-one-out R², the worse of x and y
+    rows: int
+
+
+@dataclass
+class LinearImputer:
+    """The seed's imputation: fill a missing keypoint from correlated present keypoints.
+
+    For each keypoint k that is missing somewhere, the predictors are the keypoints present in
+    nearly every row that lacks k (for FKD: the "eight" columns). An ordinary least-squares fit
+    on the rows that have k and all predictors gives k's (x, y); it is used only where its
+    leave-one-out R² (the worse of x and y, so no overfit fit passes) reaches `threshold`.
+    """
+
+    threshold: float = DEFAULT_R2_THRESHOLD
+    fits: dict[int, KeypointFit] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, keypoints: np.ndarray, threshold: float = DEFAULT_R2_THRESHOLD) -> LinearImputer:
+        """Fit on (N, K, 2) training-fold labels only (NaN = missing)."""
+        imputer = cls(threshold=threshold)
+        present = np.isfinite(keypoints).all(axis=2)
+        for k in range(keypoints.shape[1]):
+            fit = _fit_keypoint(keypoints, present, k)
+            if fit is not None:
+                imputer.fits[k] = fit
+        return imputer
+
+    def used(self) -> list[int]:
+        return sorted(k for k, f in self.fits.items() if f.r2 >= self.threshold)
+
+    def transform(self, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A copy with missing keypoints filled where allowed, and the (N, K) filled mask."""
+        out = keypoints.copy()
+        present = np.isfinite(keypoints).all(axis=2)
+        filled = np.zeros(present.shape, bool)
+        for k in self.used():
+            fit = self.fits[k]
+            rows = ~present[:, k] & present[:, list(fit.predictors)].all(axis=1)
+            if rows.any():
+                out[rows, k] = _design(keypoints[rows], fit.predictors) @ fit.coef
+                filled[rows, k] = True
+        return out, filled
+
+    def summary(self, names: tuple[str, ...]) -> dict[str, dict]:
+        return {
+            names[k]: {
+                "r2": round(f.r2, 4),
+                "used": f.r2 >= self.threshold,
+                "rows": f.rows,
+                "predictors": [names[p] for p in f.predictors],
+            }
+            for k, f in sorted(self.fits.items())
+        }
+
+
+def _design(keypoints: np.ndarray, predictors: tuple[int, ...]) -> np.ndarray:
+    flat = keypoints[:, list(predictors)].reshape(len(keypoints), -1).astype(np.float64)
+    return np.hstack([np.ones((len(keypoints), 1)), flat])
+
+
+def _fit_keypoint(keypoints: np.ndarray, present: np.ndarray, k: int) -> KeypointFit | None:
+    missing = ~present[:, k]
+    if not missing.any():
+        return None
+    share = present[missing].mean(axis=0)
+    predictors = tuple(int(j) for j in np.flatnonzero(share >= PREDICTOR_PRESENCE) if j != k)
+    if not predictors:
+        return None
+    rows = present[:, k] & present[:, list(predictors)].all(axis=1)
+    x = _design(keypoints[rows], predictors)
+    if len(x) < x.shape[1] + 5:  # too few rows to estimate the fit (LOO R² guards the rest)
+        return None
+    y = keypoints[rows, k].astype(np.float64)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return KeypointFit(predictors, coef, _loo_r2(x, y, coef), int(rows.sum()))
+
+
+def _loo_r2(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> float:
+    """Leave-one-out R² of an OLS fit via the hat matrix (PRESS), the worse of the columns."""
+    hat = np.einsum("ij,ji->i", x, np.linalg.pinv(x))
+    press = (y - x @ coef) / np.maximum(1.0 - hat, 1e-9)[:, None]
+    total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = 1.0 - (press**2).sum(axis=0) / np.maximum(total, 1e-12)
+    return float(r2.min())

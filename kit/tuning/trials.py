@@ -1,0 +1,260 @@
+"""One trial: fold 0 of the shared folds file through `train_run`, its per-epoch scores fed to
+the pruner at 10 %..100 % of its schedule; and the search loop that runs trials to a target."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from kit.competition import Competition
+from kit.errors import KitError
+from kit.models import get_family
+from kit.training.loop import EpochReport, resolve_config
+from kit.training.runs import (
+    RunResult,
+    data_checksums,
+    done_folds,
+    folds_checksum,
+    make_run_id,
+    train_run,
+)
+from kit.training.targets import plan_targets
+from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
+
+# Trial errors that fail one trial but not the study: divergence, a bad config, GPU OOM.
+TRIAL_ERRORS = (KitError, torch.OutOfMemoryError)
+
+
+@dataclass
+class TuneEvent:
+    """Progress of `tune`; ``str(event)`` is a one-line message.
+
+    kind: "search" (a family's search starts or its counts change: done/target), "trial"
+    (a trial starts), "epoch" (fold 0 of a trial finished an epoch), "trial_end" (state,
+    value), "final" (a best trial starts training on all folds), "fold" (one of its folds
+    finished), "final_end" (its CV score).
+    """
+
+    kind: str
+    family: str
+    trial: int | None = None
+    done: int = 0
+    target: int | None = None
+    best: float | None = None
+    epoch: EpochReport | None = None
+    value: float | None = None
+    state: str = ""
+    text: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.family}: {self.text}" if self.text else f"{self.family}: {self.kind}"
+
+
+TuneReport = Callable[[TuneEvent], None]
+
+
+class FixedParamsTrial:
+    """An optuna.Trial whose `fixed` params (e.g. ``epochs`` under ``--epochs``) are not
+    searched: the family's search space gets the fixed value, and Optuna never sees the
+    param (a value outside the declared range could not be stored as one)."""
+
+    def __init__(self, trial: optuna.Trial, fixed: dict[str, Any]):
+        self._trial = trial
+        self._fixed = fixed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        if name in self._fixed:
+            return self._fixed[name]
+        return self._trial.suggest_float(name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        if name in self._fixed:
+            return self._fixed[name]
+        return self._trial.suggest_int(name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name in self._fixed:
+            return self._fixed[name]
+        return self._trial.suggest_categorical(name, choices)
+
+
+class FoldZeroReporter:
+    """`train_run`'s on_epoch hook: reports fold 0's best score at each 10 % of the schedule
+    and raises TrialPruned when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, family: str, report: TuneReport):
+        self.trial = trial
+        self.family = family
+        self.report = report
+        self.submodel: str | None = None
+        self.reported: set[int] = set()
+        self.epochs_run = 0
+
+    def __call__(self, epoch: EpochReport) -> None:
+        if self.submodel is None:
+            self.submodel = epoch.submodel
+        if epoch.fold != 0 or epoch.submodel != self.submodel:
+            return  # one value per step: only fold 0's (first) network reports
+        self.epochs_run = epoch.epoch
+        self.report(
+            TuneEvent(
+                "epoch",
+                self.family,
+                self.trial.number,
+                epoch=epoch,
+                text=f"trial {self.trial.number} epoch {epoch.epoch}/{epoch.epochs} "
+                f"val {epoch.val_score:.4f}",
+            )
+        )
+        if not math.isfinite(epoch.best_score):
+            return  # a NaN score would make the pruner prune at once
+        progress = 100 * epoch.epoch / epoch.epochs
+        marks = [m for m in PROGRESS_MARKS if m <= progress + 1e-9 and m not in self.reported]
+        for mark in marks:
+            self.trial.report(epoch.best_score, mark)
+            self.reported.add(mark)
+        if marks and epoch.epoch < epoch.epochs and self.trial.should_prune():
+            self.trial.set_user_attr("epochs_run", epoch.epoch)
+            raise optuna.TrialPruned(
+                f"epoch {epoch.epoch}/{epoch.epochs}: best val {epoch.best_score:.4f}"
+            )
+
+
+def run_folder(comp: Competition, family: str, overrides: dict[str, Any]) -> Path:
+    """The content-addressed folder `train_run` uses for this config (masked targets)."""
+    config = resolve_config(family, overrides)
+    plan = plan_targets(comp, "masked", None)
+    return comp.workspace.runs / make_run_id(
+        config, plan, data_checksums(comp), folds_checksum(comp)
+    )
+
+
+def discard_unfinished_run(comp: Competition, family: str, overrides: dict[str, Any]) -> None:
+    """Remove the folder of a pruned or failed trial if no fold in it ever finished."""
+    path = run_folder(comp, family, overrides)
+    if path.is_dir() and not done_folds(path) and not (path / "manifest.json").exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_objective(
+    comp: Competition,
+    family: str,
+    *,
+    epochs: int | None,
+    device: str | None,
+    report: TuneReport,
+) -> Callable[[optuna.Trial], float]:
+    space = get_family(family).search_space
+    fixed = {"epochs": epochs} if epochs is not None else {}
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = {**space(FixedParamsTrial(trial, fixed)), **fixed}
+        trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", worker_name())
+        report(TuneEvent("trial", family, trial.number, text=f"trial {trial.number} starts"))
+        reporter = FoldZeroReporter(trial, family, report)
+        try:
+            result = train_run(
+                comp,
+                family,
+                overrides,
+                folds=1,
+                device=device,
+                on_epoch=reporter,
+                pictures=False,
+            )
+        except BaseException as exc:  # pruned, failed or interrupted: fold 0 never finished
+            discard_unfinished_run(comp, family, overrides)
+            if isinstance(exc, KitError | ValueError):
+                trial.set_user_attr("error", str(exc))
+            elif isinstance(exc, KeyboardInterrupt):
+                trial.set_user_attr("error", "interrupted")
+            if isinstance(exc, ValueError):  # the metrics reject a diverged net's NaN output
+                raise KitError(f"trial {trial.number} failed: {exc}") from exc
+            raise
+        trial.set_user_attr("run_id", result.run_id)
+        trial.set_user_attr("epochs_run", reporter.epochs_run or _fold0_epochs(result))
+        return result.cv_score
+
+    return objective
+
+
+def _fold0_epochs(result: RunResult) -> int:
+    """Epochs fold 0 ran (when the run was reused, the callback saw none)."""
+    return int(max(result.manifest.get("fold_epochs", {}).get("0", {"": 0}).values()))
+
+
+def search(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    family: str,
+    target: int | None,
+    timeout: float | None,
+    report: TuneReport,
+) -> None:
+    """Run trials until the study has `target` finished trials (all workers) or time is up."""
+
+    def status(kind: str = "search", text: str = "") -> TuneEvent:
+        done = count_trials(study)
+        return TuneEvent(kind, family, done=done, target=target, best=best_value(study), text=text)
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        value = f" {trial.value:.4f}" if trial.value is not None else ""
+        event = status("trial_end", f"trial {trial.number} {trial.state.name.lower()}{value}")
+        event.trial, event.state, event.value = trial.number, trial.state.name, trial.value
+        report(event)
+        # Trials other workers are running now will finish too: stop when they make the target.
+        running = count_trials(study, (*FINISHED, TrialState.RUNNING))
+        if target is not None and running >= target:
+            study.stop()
+
+    with quiet_optuna():  # a killed worker's trial: FAIL (and re-queued) before counting
+        optuna.storages.fail_stale_trials(study)
+    remaining = None if target is None else target - count_trials(study)
+    report(status(text=f"{count_trials(study)} finished trials, target {target or 'none'}"))
+    if remaining is not None and remaining <= 0:
+        return
+    if timeout is not None and timeout <= 0:
+        return
+    with quiet_optuna():
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            callbacks=[after_trial],
+            catch=TRIAL_ERRORS,
+            gc_after_trial=False,
+        )
+
+
+def check_trials_ran(study: optuna.Study, family: str, finished_before: set[int]) -> None:
+    """Every trial of this run failed: stop with the first error instead of a table of FAILs."""
+    ours = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.number not in finished_before
+    ]
+    if ours and all(t.state == TrialState.FAIL for t in ours):
+        error = next((t.user_attrs["error"] for t in ours if "error" in t.user_attrs), None)
+        raise KitError(
+            f"every {family} trial failed ({len(ours)})" + (f": {error}" if error else ""),
+            hint="see the warnings above, or `kit tune COMP --show`",
+        )
