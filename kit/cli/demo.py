@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import optuna
 import typer
 
 from kit.cli.app import app
+from kit.cli.tables import PipelineView, frame_table, print_pipeline_result
 from kit.console import console
-from kit.demo import DemoResult, DemoSettings, demo_competition, run_demo
-from kit.pipeline import parse_budget
+
+if TYPE_CHECKING:
+    from kit.demo import DemoResult
 
 
 def print_demo(result: DemoResult) -> None:
-    from kit.cli.eda import frame_table  # here: see kit.cli.run.print_result
-    from kit.cli.run import print_result
-
-    print_result(result.pipeline)
+    print_pipeline_result(result.pipeline)
     table = result.table.rename(columns={"cv": "CV RMSE (OOF)", "test": "test RMSE"})
     table["method"] = table["method"].where(table["kind"] != "submission", "submission")
     caption = (
@@ -45,13 +43,15 @@ def print_demo(result: DemoResult) -> None:
 
 def run_demo_command(budget: float | None = None, **sizes: object) -> DemoResult:
     """Run the demo with the default settings, changed by `budget` and `sizes`; print it."""
+    import optuna
+
+    from kit.demo import DemoSettings, run_demo
+
     settings = DemoSettings()
     changes = {k: v for k, v in sizes.items() if v is not None}
     if budget is not None:
         changes["budget"] = budget
     settings = dataclasses.replace(settings, **changes)
-    from kit.cli.run import PipelineView
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with PipelineView(settings.budget) as view:
         result = run_demo(settings, report=view)
@@ -59,7 +59,11 @@ def run_demo_command(budget: float | None = None, **sizes: object) -> DemoResult
     return result
 
 
-@app.command("demo")
+@app.command(
+    "demo",
+    help="Run fetch, folds, tune, stack and submit on a synthetic-faces competition that kit "
+    "draws itself (no Kaggle account needed), then score the submission on its answers.",
+)
 def demo_command(
     budget: Annotated[
         str | None, typer.Option("--budget", help="Time for the pipeline (default 150s).")
@@ -67,15 +71,24 @@ def demo_command(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Delete the demo's work folder first.")
     ] = False,
-    train_rows: Annotated[int | None, typer.Option("--train-rows", min=12)] = None,
-    test_rows: Annotated[int | None, typer.Option("--test-rows", min=3)] = None,
+    train_rows: Annotated[
+        int | None, typer.Option("--train-rows", min=12, help="Training faces to draw (300).")
+    ] = None,
+    test_rows: Annotated[
+        int | None, typer.Option("--test-rows", min=3, help="Test faces to draw (60).")
+    ] = None,
     size: Annotated[int | None, typer.Option("--size", min=24, help="Image side (96).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
-    folds: Annotated[int | None, typer.Option("--folds", min=2)] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs per trial (8).")
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option("--folds", min=2, help="Number of folds (3).")
+    ] = None,
     families: Annotated[str | None, typer.Option("--families", help="Comma list.")] = None,
 ) -> None:
-    """Run fetch, folds, tune, stack and submit on a synthetic-faces competition that kit
-    draws itself (no Kaggle account needed), then score the submission on its answers."""
+    from kit.demo import demo_competition
+    from kit.pipeline import parse_budget
+
     if fresh:
         shutil.rmtree(demo_competition().workspace.root, ignore_errors=True)
     run_demo_command(

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
-from rich.table import Table
 
 from kit.cli.app import app
+from kit.cli.tables import frame_table
 from kit.competition import load_competition
 from kit.console import console
-from kit.data.eda import EdaReport, run_eda
 
-
-def frame_table(
-    frame: pd.DataFrame, title: str, floats: str = "{:.2f}", caption: str | None = None
-) -> Table:
-    """A rich table of a DataFrame (numbers right-aligned, floats formatted)."""
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    for name in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[name])
-        table.add_column(str(name), justify="right" if numeric else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(floats.format(v) if isinstance(v, float) else str(v) for v in row))
-    return table
+if TYPE_CHECKING:
+    from kit.data.eda import EdaReport
 
 
 def print_report(report: EdaReport, top: int) -> None:
@@ -58,5 +46,7 @@ def eda(
     top: Annotated[int, typer.Option("--top", min=1, help="Outliers and groups to show.")] = 24,
 ) -> None:
     """Missing-keypoint table, duplicate groups, label outliers and contact sheets."""
+    from kit.data.eda import run_eda
+
     report = run_eda(load_competition(comp), top=top)
     print_report(report, top)

@@ -10,7 +10,6 @@ import typer
 from kit.cli.app import app
 from kit.competition import load_competition
 from kit.console import console, err_console
-from kit.fetch import fetch
 
 
 @app.command("fetch")
@@ -23,6 +22,8 @@ def fetch_command(
     force: Annotated[bool, typer.Option("--force", help="Re-download and re-parse.")] = False,
 ) -> None:
     """Download the competition data, verify it, unpack it safely and cache it as arrays."""
+    from kit.fetch import fetch
+
     comp = load_competition(competition)
     with err_console.status(f"fetching {comp.name}") as status:
         result = fetch(comp, source, force=force, report=lambda msg: status.update(msg))

@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 
 from kit.cli.app import app
-from kit.cli.eda import frame_table
+from kit.cli.tables import frame_table
 from kit.competition import load_competition
 from kit.console import console
-from kit.data.folds import write_folds
 
 
 @app.command()
@@ -20,6 +19,8 @@ def folds(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the group order.")] = 0,
 ) -> None:
     """Group duplicates and source groups, stratify by complete rows, write folds.csv."""
+    from kit.data.folds import write_folds
+
     result = write_folds(load_competition(comp), k=k, seed=seed)
     state = "wrote" if result.written else "already up to date (same k, seed and data), kept"
     console.print(f"Folds k={result.k}, seed={result.seed}: {state} {result.path}")

@@ -7,33 +7,9 @@ from typing import Annotated
 import typer
 
 from kit.cli.app import app
+from kit.cli.tables import submission_summary
 from kit.competition import load_competition
 from kit.console import console, err_console
-from kit.submit import SubmissionResult, make_submission
-
-
-def submission_summary(result: SubmissionResult) -> str:
-    manifest = result.manifest
-    source, eight = manifest["source"], manifest["eight_source"]
-    settings = manifest["settings"]
-    lines = [
-        f"wrote [bold]{result.path}[/] ({settings['rows']} rows, {settings['images']} images) "
-        f"and its manifest {result.manifest_path.name}",
-        f"from {source['kind']} {source['id']}: CV {manifest['metric'].upper()} "
-        f"[bold]{source['cv_score']:.4f}[/]",
-    ]
-    if eight is not None:
-        lines.append(
-            f"{settings['images_from_subset']} images that ask only for the eight keypoints "
-            f"from {eight['kind']} {eight['id']} (CV on those {manifest['cv']['eight']:.4f})"
-        )
-    if settings.get("values_clipped"):
-        lines.append(f"{settings['values_clipped']} values clipped into the image")
-    if result.uploaded:
-        lines.append(f"[green]uploaded: Kaggle ref {result.kaggle_ref}[/]")
-    else:
-        lines.append("[yellow]dry run: not uploaded[/] (kit submit without --dry-run uploads)")
-    return "\n".join(lines)
 
 
 @app.command("submit")
@@ -62,6 +38,8 @@ def submit_command(
     ] = False,
 ) -> None:
     """Write the submission file and its manifest; upload it to Kaggle unless --dry-run."""
+    from kit.submit import make_submission
+
     comp = load_competition(competition)
     status = "writing" if dry_run else "writing and uploading"
     with err_console.status(f"{status} the submission for {comp.name}"):

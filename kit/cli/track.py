@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -13,9 +13,12 @@ from typer.core import TyperGroup
 from kit.cli.app import app
 from kit.competition import Competition, load_competition
 from kit.console import console, err_console
-from kit.track import loop, notify, plots, report, schedule, snapshot, views
-from kit.track.store import TrackStore
+from kit.track import loop, schedule
 from kit.workspace import submissions_dir
+
+if TYPE_CHECKING:
+    from kit.track import views
+    from kit.track.store import TrackStore
 
 
 class SnapByDefault(TyperGroup):
@@ -79,6 +82,8 @@ def _manifests(comp: Competition, folder: Path | None) -> Path:
 def _overview(
     comp: Competition, store: TrackStore, team: str | None, folder: Path | None, top: int = 10
 ) -> views.Overview:
+    from kit.track import views
+
     ov = views.overview(store, comp.name, comp.metric, _manifests(comp, folder), team, top=top)
     for warning in ov.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
@@ -97,6 +102,8 @@ def snap_command(
     ] = None,
 ) -> None:
     """Take one snapshot of the leaderboard and your submissions (or poll with --every)."""
+    from kit.track import notify, snapshot
+
     comp = load_competition(competition)
     if webhook:
         notify.check_webhook_url(webhook)
@@ -121,6 +128,9 @@ def show_command(
     submissions: Submissions = None,
 ) -> None:
     """Your rank and best score with their changes, the top 10, your submissions with CV."""
+    from kit.track import views
+    from kit.track.store import TrackStore
+
     comp = load_competition(competition)
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         console.print(views.render(_overview(comp, store, team, submissions, top)))
@@ -137,6 +147,9 @@ def plot_command(
     submissions: Submissions = None,
 ) -> None:
     """Write PNG charts: score over time, your rank over time, CV against public score."""
+    from kit.track import plots
+    from kit.track.store import TrackStore
+
     comp = load_competition(competition)
     folder = out or comp.workspace.root / "track"
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
@@ -156,6 +169,9 @@ def report_command(
     submissions: Submissions = None,
 ) -> None:
     """Write one self-contained HTML page with the charts and tables."""
+    from kit.track import plots, report
+    from kit.track.store import TrackStore
+
     comp = load_competition(competition)
     folder = comp.workspace.root / "track"
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
@@ -178,6 +194,8 @@ def install_command(
     webhook: Webhook = None,
 ) -> None:
     """Print (or with --apply install) a crontab line or systemd timer taking one snapshot."""
+    from kit.track import notify
+
     comp = load_competition(competition)
     if webhook:
         notify.check_webhook_url(webhook)

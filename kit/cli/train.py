@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -11,9 +11,11 @@ from rich.table import Table
 from kit.cli.app import app
 from kit.competition import load_competition
 from kit.console import console, err_console
-from kit.training.loop import EpochReport, parse_overrides
-from kit.training.runs import FoldEvent, train_run
-from kit.training.targets import TARGET_SETS
+from kit.training.targets import TARGET_SETS  # light (numpy): the --target-set help lists them
+
+if TYPE_CHECKING:
+    from kit.training.loop import EpochReport
+    from kit.training.runs import FoldEvent
 
 
 class TrainProgress:
@@ -136,6 +138,9 @@ def train_command(
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (default 0).")] = None,
 ) -> None:
     """Train MODEL on every fold; write OOF and test predictions, checkpoints and a manifest."""
+    from kit.training.loop import parse_overrides
+    from kit.training.runs import train_run
+
     comp = load_competition(competition)
     overrides = parse_overrides(settings or [])
     with TrainProgress(comp.metric) as progress:

@@ -8,10 +8,8 @@ fold, reusing fold 0, so OOF and test predictions exist for `kit stack`. See kit
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import optuna
-import pandas as pd
 import typer
 from rich import box
 from rich.markup import escape
@@ -28,14 +26,16 @@ from rich.table import Table
 from kit.cli.app import app
 from kit.competition import load_competition
 from kit.console import console, err_console
-from kit.tuning import (
-    HEARTBEAT_SECONDS,
-    PRUNERS,
-    TuneEvent,
-    parse_duration,
-    tune,
-    tuning_table,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kit.tuning import TuneEvent
+
+# Copies of kit.tuning's defaults for the options' help: importing kit.tuning loads Optuna, and
+# `kit --help` must start fast. tests/test_cli_imports.py checks that they match.
+HEARTBEAT_SECONDS = 30
+PRUNERS = ("median", "hyperband", "none")
 
 
 class TuneProgress:
@@ -174,6 +174,10 @@ def tune_command(
     in WORK/COMP/tune.sqlite3 (or --storage), continue where they stopped when rerun, and open in
     optuna-dashboard.
     """
+    import optuna
+
+    from kit.tuning import parse_duration, tune, tuning_table
+
     comp = load_competition(competition)
     names = [f.strip() for f in families.split(",") if f.strip()] if families else None
     title = f"{comp.name} tuning: {comp.metric} on fold 0 and CV on all folds (lower is better)"
