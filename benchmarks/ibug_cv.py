@@ -1,0 +1,232 @@
+"""5-fold CV MAE and NME of every model family and of the stack on the ibug-68 proxy, at a fixed
+time budget per family (on the CPU unless --device says otherwise).
+
+For every family (default hyperparameters, as `kit train ibug-68 FAMILY`):
+
+1. calibrate: a few timed training steps and a timed prediction give seconds per epoch
+   (training + validation) and the forward rate;
+2. epochs = what fits in budget / 5 folds after the fold's fixed cost (OOF and test
+   predictions with flip TTA), at least 1, at most the family's default;
+3. `kit.training.runs.train_run` on all 5 folds: CV MAE (original pixels), NME (% of the
+   outer-eye-corner distance), per landmark group.
+
+Then `kit.stack.stack` over those runs (nested CV on the same folds), and, as a floor, the
+training folds' mean shape. The data stages run through the library when the cache or the
+folds are missing (`kit fetch ibug-68 --from ../shared/data/ibug-68-proxy`,
+`kit folds ibug-68 --k 5 --seed 0`). Run from the repo root:
+
+    python benchmarks/ibug_cv.py [--budget 180] [--families sp,lenet,...] [--input-size 128]
+        [--device cpu|cuda] [--proxy ../shared/data/ibug-68-proxy] [--no-stack]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without pip install
+
+from kit.competition import Competition, load_competition
+from kit.data.arrays import KeypointData
+from kit.data.folds import load_folds, write_folds
+from kit.fetch import fetch
+from kit.metrics import evaluate
+from kit.models import list_models
+from kit.stack import stack
+from kit.training.loop import (
+    DeviceData,
+    Trainer,
+    configure_cpu_threads,
+    resolve_config,
+    resolve_device,
+)
+from kit.training.predict import predict_rows
+from kit.training.runs import RunResult, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+FOLDS, FOLDS_SEED = 5, 0
+CALIBRATION_STEPS = 3
+GROUPS = ("jaw", "brows", "nose", "eyes", "mouth")
+
+
+def prepare(proxy: Path, input_size: int | None) -> Competition:
+    """ibug-68 (at `input_size`, in its own work folder when that is not the default), fetched
+    and folded; both stages are no-ops when up to date."""
+    comp = load_competition("ibug-68")
+    if input_size is not None and input_size != comp.input_size:
+        name = f"{comp.name}-{input_size}px"
+        comp = dataclasses.replace(comp, name=name, input_size=input_size)
+    result = fetch(comp, proxy)
+    print(f"fetch: {result.status} ({result.train_rows} train faces, {result.test_rows} test)")
+    folds = write_folds(comp, k=FOLDS, seed=FOLDS_SEED)
+    print(f"folds: {'written' if folds.written else 'up to date'} ({folds.path})")
+    return comp
+
+
+def calibrate(
+    comp: Competition, family: str, data: KeypointData, folds: np.ndarray, device: torch.device
+) -> tuple[float, float]:
+    """(seconds per epoch incl. validation, forward images/s), from a few timed steps."""
+    config = resolve_config(family)
+    train_rows, val_rows = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+    keypoints = tuple(range(comp.num_keypoints))
+    trainer = Trainer.create(comp, config, keypoints, len(train_rows), device, seed=0)
+    device_data = DeviceData.from_arrays(data.images, data.keypoints, device)
+    batch = torch.from_numpy(train_rows[: trainer.batch_size])
+    images, points = device_data.images[batch], device_data.keypoints[batch]
+    trainer.step(images, points)  # warm-up
+    started = time.perf_counter()
+    for _ in range(CALIBRATION_STEPS):
+        float(trainer.step(images, points))
+    step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
+    started = time.perf_counter()
+    predict_rows(trainer.model, device_data.images, val_rows[:128], device)
+    rate = min(128, len(val_rows)) / (time.perf_counter() - started)
+    epoch_s = len(train_rows) // trainer.batch_size * step_s + len(val_rows) / rate
+    return epoch_s, rate
+
+
+def plan_epochs(family: str, budget: float, epoch_s: float, rate: float, rows: int) -> int:
+    """Epochs per fold that fit `budget` / folds after the fold's fixed cost (OOF + test
+    predictions of `rows` faces, twice with flip TTA); at least 1, at most the default."""
+    train = resolve_config(family).train
+    fixed = (2 if train["tta"] else 1) * rows / rate
+    epochs = math.floor((budget / FOLDS - fixed) / epoch_s)
+    return max(1, min(int(train["epochs"]), epochs))
+
+
+def scores(comp: Competition, pred: np.ndarray, data: KeypointData) -> dict[str, Any]:
+    """MAE (original px) and NME (%) overall and per landmark group."""
+    s = evaluate(comp, pred, data)
+    return {
+        "mae": s.overall,
+        "nme": s.nme,
+        "mae_groups": {g: s.per_group[g] for g in GROUPS},
+        "nme_groups": {g: s.nme_per_group[g] for g in GROUPS},
+    }
+
+
+def mean_shape_floor(comp: Competition, data: KeypointData, folds: np.ndarray) -> dict:
+    """Every face predicted as its training folds' mean shape (in crop pixels): the floor."""
+    oof = np.empty_like(data.keypoints)
+    for fold in np.unique(folds):
+        oof[folds == fold] = data.keypoints[folds != fold].mean(axis=0)
+    return scores(comp, oof, data)
+
+
+def row(name: str, result: dict[str, Any]) -> str:
+    groups = " | ".join(f"{result['nme_groups'][g]:.2f}" for g in GROUPS)
+    return f"| {name} | {result['mae']:.2f} | {result['nme']:.2f} | {groups} |"
+
+
+def train_family(
+    comp: Competition,
+    family: str,
+    data: KeypointData,
+    folds: np.ndarray,
+    budget: float,
+    n: int,
+    device: torch.device,
+) -> tuple[RunResult, dict[str, Any]]:
+    epoch_s, rate = calibrate(comp, family, data, folds, device)
+    epochs = plan_epochs(family, budget, epoch_s, rate, n)
+    started = time.perf_counter()
+    run = train_run(comp, family, epochs=epochs, device=str(device))
+    wall = time.perf_counter() - started
+    result = {
+        "family": family,
+        "run_id": run.run_id,
+        "reused": run.reused,
+        "epochs": epochs,
+        "epoch_s": round(epoch_s, 1),
+        "wall_s": round(wall, 1),
+        "train_s": round(run.manifest["train_seconds"], 1),
+        "load_average": os.getloadavg()[0],
+        **scores(comp, run.oof, data),
+        "fold_mae": [s["overall"] for s in run.manifest["fold_scores"].values()],
+    }
+    return run, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=180.0, help="seconds per family")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto, ...")
+    parser.add_argument("--families", default=",".join(list_models()))
+    parser.add_argument("--input-size", type=int, default=None, help="default: competition's")
+    parser.add_argument("--proxy", type=Path, default=REPO.parent / "shared/data/ibug-68-proxy")
+    parser.add_argument("--no-stack", action="store_true")
+    parser.add_argument("--out", default="ibug_cv.json", help="file in benchmarks/out")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    threads = configure_cpu_threads()
+    print(f"load average at start {os.getloadavg()[0]:.2f}; torch threads {threads}")
+    comp = prepare(args.proxy, args.input_size)
+    data = KeypointData.load(comp.workspace.train_npz)
+    n_test = len(KeypointData.load(comp.workspace.test_npz))
+    folds = load_folds(comp, data)
+    n_predict = int(np.bincount(folds).mean()) + n_test
+    report: dict[str, Any] = {
+        "budget_s": args.budget,
+        "input_size": comp.input_size,
+        "device": str(device),
+        "threads": threads,
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+        "families": [],
+    }
+    OUT.mkdir(exist_ok=True)
+    header = "| model | CV MAE px | CV NME % | " + " | ".join(f"NME {g}" for g in GROUPS) + " |"
+    print(header + "\n|" + " --- |" * 3 + " ---: |" * len(GROUPS))
+    floor = mean_shape_floor(comp, data, folds)
+    report["mean_shape"] = floor
+    print(row("mean shape (floor)", floor), flush=True)
+    runs = []
+    for family in args.families.split(","):
+        run, result = train_family(comp, family, data, folds, args.budget, n_predict, device)
+        runs.append(run)
+        report["families"].append(result)
+        print(row(f"{family} ({result['epochs']} ep, {result['wall_s']:.0f} s)", result))
+        (OUT / args.out).write_text(json.dumps(report, indent=2))
+    if not args.no_stack and len(runs) > 1:
+        t0 = time.perf_counter()
+        stacked = stack(comp, runs)
+        seconds = time.perf_counter() - t0
+        methods = stacked.manifest["methods"]
+        for method in ("mean blend", "ridge stack", "lightgbm stack"):
+            m = methods[method]
+            result = {"mae": m["overall"], "nme": m["nme"], "nme_groups": m["nme_per_group"]}
+            print(row(method, result))
+        report["stack"] = {
+            "stack_id": stacked.stack_id,
+            "seconds": round(seconds, 1),
+            "mae": stacked.cv_score,
+            "nme": stacked.manifest["cv"]["nme"],
+            "mae_groups": stacked.manifest["cv"]["per_group"],
+            "nme_groups": stacked.manifest["cv"]["nme_per_group"],
+            "best_single": stacked.manifest["best_single"],
+            "methods": {k: {"mae": v["overall"], "nme": v["nme"]} for k, v in methods.items()},
+            "picks": pd.Series(stacked.manifest["picks"]).value_counts().to_dict(),
+        }
+        print(row(f"stack (picked per keypoint, {seconds:.0f} s)", report["stack"]))
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    report["load_average_end"] = os.getloadavg()[0]
+    (OUT / args.out).write_text(json.dumps(report, indent=2))
+    print(f"total wall {report['wall_s']:.0f} s; load average now {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
