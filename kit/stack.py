@@ -32,7 +32,6 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,15 @@ from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
 from kit.metrics import evaluate
 from kit.training.runs import RunResult, git_commit, list_runs, load_run
-from kit.workspace import atomic_path, read_json, sha256_file, sha256_json, write_json, write_text
+from kit.workspace import (
+    SavedPredictions,
+    atomic_path,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+    write_text,
+)
 
 STACK_FORMAT = 2  # bump when the artifacts' meaning changes: old stacks then get new ids
 FEATURE_SETS = ("coords", "diffs", "image")
@@ -740,29 +747,14 @@ def comparison_table(
 
 
 @dataclass
-class StackResult:
+class StackResult(SavedPredictions):
+    """A stack folder; its `oof` holds the per-keypoint picked method's nested OOF."""
+
     stack_id: str
     path: Path
     manifest: dict[str, Any]
     table: pd.DataFrame
     reused: bool = False
-
-    @cached_property
-    def oof(self) -> np.ndarray:
-        """(N, K', 2) picked-method OOF; columns = `keypoints`."""
-        return np.load(self.path / "oof.npy")
-
-    @cached_property
-    def test(self) -> np.ndarray:
-        return np.load(self.path / "test.npy")
-
-    @property
-    def cv_score(self) -> float:
-        return float(self.manifest["cv"]["overall"])
-
-    @property
-    def keypoints(self) -> list[int]:
-        return list(self.manifest["keypoint_indices"])
 
     @property
     def run_ids(self) -> list[str]:

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,30 @@ class Workspace:
     @property
     def stacks(self) -> Path:
         return self.root / "stacks"
+
+
+class SavedPredictions:
+    """A stage folder holding oof.npy, test.npy and manifest.json (runs and stacks alike)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @cached_property
+    def oof(self) -> np.ndarray:
+        """(N, K', 2) out-of-fold predictions in input pixels; columns = `keypoints`."""
+        return np.load(self.path / "oof.npy")
+
+    @cached_property
+    def test(self) -> np.ndarray:
+        return np.load(self.path / "test.npy")
+
+    @property
+    def cv_score(self) -> float:
+        return float(self.manifest["cv"]["overall"])
+
+    @property
+    def keypoints(self) -> list[int]:
+        return list(self.manifest["keypoint_indices"])
 
 
 @contextmanager

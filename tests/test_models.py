@@ -294,3 +294,22 @@ def test_search_space_samples_buildable_configs(name: str) -> None:
         study.tell(trial, 1.0)
     fixed = optuna.trial.FixedTrial(study.best_params)
     assert family.search_space(fixed) == study.best_params
+
+
+def test_regression_prior_makes_a_fresh_head_start_at_the_mean_face():
+    torch.manual_seed(0)
+    model = create_model("lenet", 3, 32)
+    mean = torch.tensor([[10.0, 12.0], [21.0, 12.5], [float("nan"), 20.0]])
+    model.codec.set_prior(mean)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.zero_()  # a head that outputs 0 now predicts the prior
+        pred = model.predict_keypoints(torch.rand(2, 1, 32, 32))
+    expected = torch.tensor([[10.0, 12.0], [21.0, 12.5], [15.5, 20.0]])  # NaN -> image centre
+    torch.testing.assert_close(pred, expected.expand(2, 3, 2), atol=1e-4, rtol=0)
+    points = torch.tensor([[[3.0, 4.0], [28.0, 9.0], [16.0, float("nan")]]])
+    targets, mask = model.codec.encode(points)
+    assert mask.tolist() == [[True, True, False]]
+    torch.testing.assert_close(model.codec.decode(targets.reshape(1, -1))[0, :2], points[0, :2])
+    state = model.state_dict()
+    assert "codec.prior" in state  # saved with each fold's checkpoint

@@ -211,7 +211,8 @@ def test_eight_only_images_take_the_eight_source(tiny: Competition) -> None:
     _, main_only, _ = expected_fkd_values(tiny, test, full.test, None)
     assert only_eight.any() and (~only_eight).any()
     np.testing.assert_allclose(values[~only_eight], main_only[~only_eight], atol=1e-4)
-    assert np.abs(values[only_eight] - main_only[only_eight]).mean() > 0.05  # other model
+    # the eight source differs from the main one beyond the 1e-4 tolerance above
+    assert np.abs(values[only_eight] - main_only[only_eight]).mean() > 1e-3
     manifest = result.manifest
     assert manifest["eight_source"]["id"] == eight.run_id
     assert manifest["runs"] == [full.run_id, eight.run_id]

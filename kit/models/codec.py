@@ -56,6 +56,10 @@ class KeypointCodec(nn.Module):
         self.num_keypoints = num_keypoints
         self.input_size = input_size
 
+    def set_prior(self, mean_keypoints: Tensor) -> None:
+        """Tell the codec the training rows' mean shape (K, 2) in pixels (NaN: unknown).
+        Heads that localise by themselves ignore it."""
+
     @property
     def output_shape(self) -> tuple[int, ...]:
         """The head's output shape per sample (without the batch dimension)."""
@@ -103,6 +107,13 @@ class RegressionCodec(KeypointCodec):
             raise KitError(f"unknown regression loss {loss!r}", hint=f"use {REGRESSION_LOSSES}")
         self.loss_name = loss
         self.huber_beta = huber_beta
+        # The head predicts the offset from this normalised mean shape (zero until set_prior), so
+        # a fresh network starts at the mean face instead of the image centre.
+        self.register_buffer("prior", torch.zeros(num_keypoints, 2))
+
+    def set_prior(self, mean_keypoints: Tensor) -> None:
+        prior = self.normalise(mean_keypoints.float().to(self.prior.device))
+        self.prior.copy_(torch.nan_to_num(prior, nan=0.0).reshape(self.prior.shape))
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -118,12 +129,13 @@ class RegressionCodec(KeypointCodec):
         """-> targets (B, K, 2) normalised, 0 where missing; mask (B, K)."""
         self._check_keypoints(keypoints)
         mask = keypoint_mask(keypoints)
-        targets = torch.where(mask[..., None], self.normalise(keypoints.float()), 0.0)
+        offsets = self.normalise(keypoints.float()) - self.prior
+        targets = torch.where(mask[..., None], offsets, 0.0)
         return targets, mask
 
     def decode(self, output: Tensor) -> Tensor:
         self._check_output(output)
-        return self.denormalise(output.float().reshape(-1, self.num_keypoints, 2))
+        return self.denormalise(output.float().reshape(-1, self.num_keypoints, 2) + self.prior)
 
     def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
         self._check_output(output)

@@ -12,7 +12,11 @@ from torch import nn
 
 from kit.models.codec import RegressionCodec
 from kit.models.layers import flat_features, init_weights, regression_head
-from kit.models.registry import KeypointModel, register_model
+from kit.models.registry import (
+    SEED_RECIPE,
+    KeypointModel,
+    register_model,
+)
 
 CHANNELS = (32, 64, 128)
 
@@ -43,24 +47,7 @@ def convbn_space(trial: Any) -> dict[str, Any]:
         "dropout": 0.2,
         "loss": "mse",
     },
-    train_defaults={
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "batch_size": 64,
-        "epochs": 100,
-        "schedule": "none",
-        "warmup_epochs": 0,
-        "patience": 20,
-        "flip": 0.5,
-        "rotate_deg": 0.0,
-        "shift": 0.0,
-        "scale": 0.0,
-        "brightness": 0.0,
-        "contrast": 0.0,
-        "noise": 0.0,
-    },
+    train_defaults=dict(SEED_RECIPE),
     search_space=convbn_space,
 )
 def build_convbn(

@@ -23,7 +23,12 @@ from torch import Tensor, nn
 from kit.errors import KitError
 from kit.models.codec import HeatmapCodec
 from kit.models.layers import BasicBlock, conv_bn_act, init_weights
-from kit.models.registry import KeypointModel, register_model
+from kit.models.registry import (
+    MODERN_RECIPE,
+    KeypointModel,
+    register_model,
+    train_recipe,
+)
 
 MAX_WIDTH_FACTOR = 8
 
@@ -101,24 +106,7 @@ def heatmap_space(trial: Any) -> dict[str, Any]:
         "heatmap_weight": 1.0,
         "coord_weight": 1.0,
     },
-    train_defaults={
-        "optimizer": "adamw",
-        "lr": 2e-3,
-        "momentum": 0.9,
-        "weight_decay": 1e-2,
-        "batch_size": 32,
-        "epochs": 60,
-        "schedule": "onecycle",
-        "warmup_epochs": 1,
-        "patience": 0,
-        "flip": 0.5,
-        "rotate_deg": 8.0,
-        "shift": 0.03,
-        "scale": 0.05,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "noise": 0.0,
-    },
+    train_defaults=train_recipe(MODERN_RECIPE, lr=2e-3, weight_decay=1e-2),
     search_space=heatmap_space,
 )
 def build_heatmap(

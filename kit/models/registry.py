@@ -84,6 +84,50 @@ class ModelFamily:
 
 _REGISTRY: dict[str, ModelFamily] = {}
 
+# Training recipes that families start from (train_recipe changes a few keys).
+# The seeds' notebooks: no schedule, no augmentation but flips, early stopping.
+SEED_RECIPE: dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "batch_size": 64,
+    "epochs": 100,
+    "schedule": "none",
+    "warmup_epochs": 0,
+    "patience": 20,
+    "flip": 0.5,
+    "rotate_deg": 0.0,
+    "shift": 0.0,
+    "scale": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "noise": 0.0,
+}
+# Today's defaults for deeper nets: AdamW, one-cycle over a fixed length, light augmentation.
+MODERN_RECIPE: dict[str, Any] = {
+    **SEED_RECIPE,
+    "optimizer": "adamw",
+    "batch_size": 32,
+    "epochs": 60,
+    "schedule": "onecycle",
+    "warmup_epochs": 1,
+    "patience": 0,
+    "rotate_deg": 8.0,
+    "shift": 0.03,
+    "scale": 0.05,
+    "brightness": 0.2,
+    "contrast": 0.2,
+}
+
+
+def train_recipe(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`base` with `changes`; a key the recipe does not know is a typo, so it is refused."""
+    unknown = sorted(set(changes) - set(base))
+    if unknown:
+        raise KitError(f"unknown train setting(s) {', '.join(unknown)}", hint=f"use {sorted(base)}")
+    return {**base, **changes}
+
 
 def register_model(
     name: str,

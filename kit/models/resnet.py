@@ -22,7 +22,12 @@ from torch import nn
 from kit.errors import KitError
 from kit.models.codec import RegressionCodec
 from kit.models.layers import conv_bn_act, flat_features, init_weights, regression_head, res_stage
-from kit.models.registry import KeypointModel, register_model
+from kit.models.registry import (
+    MODERN_RECIPE,
+    KeypointModel,
+    register_model,
+    train_recipe,
+)
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 STEMS = ("light", "imagenet", "full")
@@ -67,24 +72,7 @@ def resnet_space(trial: Any) -> dict[str, Any]:
         "dropout": 0.0,
         "loss": "smooth_l1",
     },
-    train_defaults={
-        "optimizer": "adamw",
-        "lr": 4e-3,
-        "momentum": 0.9,
-        "weight_decay": 0.05,
-        "batch_size": 32,
-        "epochs": 60,
-        "schedule": "onecycle",
-        "warmup_epochs": 1,
-        "patience": 0,
-        "flip": 0.5,
-        "rotate_deg": 8.0,
-        "shift": 0.03,
-        "scale": 0.05,
-        "brightness": 0.2,
-        "contrast": 0.2,
-        "noise": 0.0,
-    },
+    train_defaults=train_recipe(MODERN_RECIPE, lr=4e-3, weight_decay=0.05),
     search_space=resnet_space,
 )
 def build_resnet(

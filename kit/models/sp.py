@@ -13,7 +13,12 @@ from torch import nn
 
 from kit.models.codec import RegressionCodec
 from kit.models.layers import flat_features, init_weights, regression_head
-from kit.models.registry import KeypointModel, register_model
+from kit.models.registry import (
+    SEED_RECIPE,
+    KeypointModel,
+    register_model,
+    train_recipe,
+)
 
 KERNELS = (3, 2, 2)
 CHANNELS = (32, 64, 128)
@@ -36,24 +41,7 @@ def sp_space(trial: Any) -> dict[str, Any]:
 @register_model(
     "sp",
     model_defaults={"hidden": 500, "dropout": 0.0, "loss": "mse"},
-    train_defaults={
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "batch_size": 128,
-        "epochs": 100,
-        "schedule": "none",
-        "warmup_epochs": 0,
-        "patience": 20,
-        "flip": 0.5,
-        "rotate_deg": 0.0,
-        "shift": 0.0,
-        "scale": 0.0,
-        "brightness": 0.0,
-        "contrast": 0.0,
-        "noise": 0.0,
-    },
+    train_defaults=train_recipe(SEED_RECIPE, optimizer="sgd", lr=0.01, batch_size=128),
     search_space=sp_space,
 )
 def build_sp(

@@ -410,6 +410,7 @@ def fit(
     trainer = Trainer.create(comp, config, sub.keypoints, len(train_rows), device, seed)
     model = trainer.model
     rows = torch.from_numpy(train_rows).to(device)
+    model.codec.set_prior(data.keypoints[rows][:, trainer.columns].nanmean(dim=0))
     scored = list(sub.contributes)
     scored_cols = [sub.keypoints.index(k) for k in scored]
     result = FitResult(model=model)

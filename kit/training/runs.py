@@ -52,7 +52,14 @@ from kit.training.loop import (
 )
 from kit.training.predict import predict_rows
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets
-from kit.workspace import atomic_path, read_json, sha256_file, sha256_json, write_json
+from kit.workspace import (
+    SavedPredictions,
+    atomic_path,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 
 RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get new ids
 
@@ -76,7 +83,7 @@ FoldCallback = Callable[[FoldEvent], None]
 
 
 @dataclass
-class RunResult:
+class RunResult(SavedPredictions):
     run_id: str
     path: Path
     manifest: dict[str, Any]
@@ -85,24 +92,8 @@ class RunResult:
     resumed_folds: list[int] = field(default_factory=list)  # found finished on disk
 
     @cached_property
-    def oof(self) -> np.ndarray:
-        return np.load(self.path / "oof.npy")
-
-    @cached_property
     def oof_folds(self) -> np.ndarray:
         return np.load(self.path / "oof_folds.npy")
-
-    @cached_property
-    def test(self) -> np.ndarray:
-        return np.load(self.path / "test.npy")
-
-    @property
-    def cv_score(self) -> float:
-        return float(self.manifest["cv"]["overall"])
-
-    @property
-    def keypoints(self) -> list[int]:
-        return list(self.manifest["keypoint_indices"])
 
 
 class OofAssembler:
