@@ -26,6 +26,7 @@ from kit.models.layers import BasicBlock, conv_bn_act, init_weights
 from kit.models.registry import (
     MODERN_RECIPE,
     KeypointModel,
+    augment_space,
     register_model,
     train_recipe,
 )
@@ -84,11 +85,7 @@ def heatmap_space(trial: Any) -> dict[str, Any]:
         "stride": trial.suggest_categorical("stride", [1, 2, 4]),
         "sigma": trial.suggest_float("sigma", 1.0, 4.0),
         "heatmap_weight": trial.suggest_float("heatmap_weight", 0.1, 10.0, log=True),
-        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 20.0),
-        "shift": trial.suggest_float("shift", 0.0, 0.1),
-        "scale": trial.suggest_float("scale", 0.0, 0.15),
-        "brightness": trial.suggest_float("brightness", 0.0, 0.5),
-        "contrast": trial.suggest_float("contrast", 0.0, 0.5),
+        **augment_space(trial),
     }
 
 

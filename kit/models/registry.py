@@ -121,6 +121,17 @@ MODERN_RECIPE: dict[str, Any] = {
 }
 
 
+def augment_space(trial: optuna.Trial) -> dict[str, float]:
+    """The geometric and photometric augmentation strengths every deep family searches."""
+    return {
+        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 20.0),
+        "shift": trial.suggest_float("shift", 0.0, 0.1),
+        "scale": trial.suggest_float("scale", 0.0, 0.15),
+        "brightness": trial.suggest_float("brightness", 0.0, 0.5),
+        "contrast": trial.suggest_float("contrast", 0.0, 0.5),
+    }
+
+
 def train_recipe(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """`base` with `changes`; a key the recipe does not know is a typo, so it is refused."""
     unknown = sorted(set(changes) - set(base))

@@ -25,6 +25,7 @@ from kit.models.layers import conv_bn_act, flat_features, init_weights, regressi
 from kit.models.registry import (
     MODERN_RECIPE,
     KeypointModel,
+    augment_space,
     register_model,
     train_recipe,
 )
@@ -54,11 +55,7 @@ def resnet_space(trial: Any) -> dict[str, Any]:
         "stem": trial.suggest_categorical("stem", ["light", "imagenet"]),
         "pool": trial.suggest_categorical("pool", ["avg", "flatten"]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 20.0),
-        "shift": trial.suggest_float("shift", 0.0, 0.1),
-        "scale": trial.suggest_float("scale", 0.0, 0.15),
-        "brightness": trial.suggest_float("brightness", 0.0, 0.5),
-        "contrast": trial.suggest_float("contrast", 0.0, 0.5),
+        **augment_space(trial),
     }
 
 
