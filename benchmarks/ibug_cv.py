@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -37,6 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without pip install
 
+from budget import calibrate, plan_epochs  # benchmarks/ is on sys.path as the script folder
+
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.data.folds import load_folds, write_folds
@@ -45,19 +46,14 @@ from kit.metrics import evaluate
 from kit.models import list_models
 from kit.stack import stack
 from kit.training.loop import (
-    DeviceData,
-    Trainer,
     configure_cpu_threads,
-    resolve_config,
     resolve_device,
 )
-from kit.training.predict import predict_rows
 from kit.training.runs import RunResult, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 FOLDS, FOLDS_SEED = 5, 0
-CALIBRATION_STEPS = 3
 GROUPS = ("jaw", "brows", "nose", "eyes", "mouth")
 
 
@@ -73,38 +69,6 @@ def prepare(proxy: Path, input_size: int | None) -> Competition:
     folds = write_folds(comp, k=FOLDS, seed=FOLDS_SEED)
     print(f"folds: {'written' if folds.written else 'up to date'} ({folds.path})")
     return comp
-
-
-def calibrate(
-    comp: Competition, family: str, data: KeypointData, folds: np.ndarray, device: torch.device
-) -> tuple[float, float]:
-    """(seconds per epoch incl. validation, forward images/s), from a few timed steps."""
-    config = resolve_config(family)
-    train_rows, val_rows = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
-    keypoints = tuple(range(comp.num_keypoints))
-    trainer = Trainer.create(comp, config, keypoints, len(train_rows), device, seed=0)
-    device_data = DeviceData.from_arrays(data.images, data.keypoints, device)
-    batch = torch.from_numpy(train_rows[: trainer.batch_size])
-    images, points = device_data.images[batch], device_data.keypoints[batch]
-    trainer.step(images, points)  # warm-up
-    started = time.perf_counter()
-    for _ in range(CALIBRATION_STEPS):
-        float(trainer.step(images, points))
-    step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
-    started = time.perf_counter()
-    predict_rows(trainer.model, device_data.images, val_rows[:128], device)
-    rate = min(128, len(val_rows)) / (time.perf_counter() - started)
-    epoch_s = len(train_rows) // trainer.batch_size * step_s + len(val_rows) / rate
-    return epoch_s, rate
-
-
-def plan_epochs(family: str, budget: float, epoch_s: float, rate: float, rows: int) -> int:
-    """Epochs per fold that fit `budget` / folds after the fold's fixed cost (OOF + test
-    predictions of `rows` faces, twice with flip TTA); at least 1, at most the default."""
-    train = resolve_config(family).train
-    fixed = (2 if train["tta"] else 1) * rows / rate
-    epochs = math.floor((budget / FOLDS - fixed) / epoch_s)
-    return max(1, min(int(train["epochs"]), epochs))
 
 
 def scores(comp: Competition, pred: np.ndarray, data: KeypointData) -> dict[str, Any]:
@@ -140,8 +104,8 @@ def train_family(
     n: int,
     device: torch.device,
 ) -> tuple[RunResult, dict[str, Any]]:
-    epoch_s, rate = calibrate(comp, family, data, folds, device)
-    epochs = plan_epochs(family, budget, epoch_s, rate, n)
+    epoch_s, rate = calibrate(comp, family, data, folds, device=device)
+    epochs, _ = plan_epochs(family, budget, epoch_s, rate, n, FOLDS)
     started = time.perf_counter()
     run = train_run(comp, family, epochs=epochs, device=str(device))
     wall = time.perf_counter() - started

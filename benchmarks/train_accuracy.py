@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without pip install
+
+from budget import calibrate, plan_epochs  # benchmarks/ is on sys.path as the script folder
 
 from kit.competition import load_competition
 from kit.data.arrays import KeypointData
@@ -38,19 +38,14 @@ from kit.fetch import fetch
 from kit.metrics import rmse
 from kit.models import list_models
 from kit.training.loop import (
-    DeviceData,
-    Trainer,
     configure_cpu_threads,
     parse_overrides,
-    resolve_config,
 )
-from kit.training.predict import predict_rows
 from kit.training.runs import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 FOLDS, FOLDS_SEED = 5, 0
-CALIBRATION_STEPS = 3
 
 
 def prepare(proxy: Path):
@@ -60,39 +55,6 @@ def prepare(proxy: Path):
     folds = write_folds(comp, k=FOLDS, seed=FOLDS_SEED)  # also a no-op when up to date
     print(f"folds: {'written' if folds.written else 'up to date'} ({folds.path})")
     return comp
-
-
-def calibrate(comp, family: str, data: KeypointData, folds: np.ndarray, overrides: dict):
-    """(seconds per epoch incl. validation, forward images/s), from a few timed steps."""
-    config = resolve_config(family, overrides)
-    device = torch.device("cpu")
-    train_rows = np.flatnonzero(folds != 0)
-    val_rows = np.flatnonzero(folds == 0)
-    trainer = Trainer.create(comp, config, tuple(range(15)), len(train_rows), device, seed=0)
-    device_data = DeviceData.from_arrays(data.images, data.keypoints, device)
-    batch = torch.from_numpy(train_rows[: trainer.batch_size])
-    images, points = device_data.images[batch], device_data.keypoints[batch]
-    trainer.step(images, points)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(CALIBRATION_STEPS):
-        float(trainer.step(images, points))
-    step_s = (time.perf_counter() - t0) / CALIBRATION_STEPS
-    t0 = time.perf_counter()
-    predict_rows(trainer.model, device_data.images, val_rows[:256], device)
-    forward_rate = 256 / (time.perf_counter() - t0)
-    epoch_s = len(train_rows) // trainer.batch_size * step_s + len(val_rows) / forward_rate
-    return epoch_s, forward_rate
-
-
-def plan_epochs(
-    family: str, overrides: dict, budget: float, epoch_s: float, rate: float, rows: int
-):
-    """Epochs per fold that fit the budget after the fold's fixed cost (OOF + test predictions
-    of `rows` faces, twice with flip TTA); at least 1, at most the family's default."""
-    train = resolve_config(family, overrides).train
-    fixed = (2 if train["tta"] else 1) * rows / rate
-    epochs = math.floor((budget / FOLDS - fixed) / epoch_s)
-    return max(1, min(int(train["epochs"]), epochs)), fixed
 
 
 def mean_shape_rmse(data: KeypointData, folds: np.ndarray) -> float:
@@ -127,7 +89,7 @@ def main() -> None:
         for family in args.families.split(","):
             epoch_s, rate = calibrate(comp, family, data, folds, overrides)
             epochs, fixed = plan_epochs(
-                family, overrides, args.budget, epoch_s, rate, n_val + n_test
+                family, args.budget, epoch_s, rate, n_val + n_test, FOLDS, overrides
             )
             t0 = time.perf_counter()
             run = train_run(

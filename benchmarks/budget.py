@@ -1,0 +1,65 @@
+"""Fit a family's epochs into a wall-clock budget: shared by the accuracy benchmarks."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.training.loop import DeviceData, Trainer, resolve_config
+from kit.training.predict import predict_rows
+
+CALIBRATION_STEPS = 3
+PROBE_ROWS = 256  # faces predicted to time the forward pass
+
+
+def calibrate(
+    comp: Competition,
+    family: str,
+    data: KeypointData,
+    folds: np.ndarray,
+    overrides: dict | None = None,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """(seconds per epoch incl. validation, forward images/s), from a few timed steps."""
+    device = device or torch.device("cpu")
+    config = resolve_config(family, overrides)
+    train_rows, val_rows = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+    keypoints = tuple(range(comp.num_keypoints))
+    trainer = Trainer.create(comp, config, keypoints, len(train_rows), device, seed=0)
+    device_data = DeviceData.from_arrays(data.images, data.keypoints, device)
+    batch = torch.from_numpy(train_rows[: trainer.batch_size])
+    images, points = device_data.images[batch], device_data.keypoints[batch]
+    trainer.step(images, points)  # warm-up
+    started = time.perf_counter()
+    for _ in range(CALIBRATION_STEPS):
+        float(trainer.step(images, points))
+    step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
+    probe = val_rows[:PROBE_ROWS]
+    started = time.perf_counter()
+    predict_rows(trainer.model, device_data.images, probe, device)
+    rate = len(probe) / (time.perf_counter() - started)
+    epoch_s = len(train_rows) // trainer.batch_size * step_s + len(val_rows) / rate
+    return epoch_s, rate
+
+
+def plan_epochs(
+    family: str,
+    budget: float,
+    epoch_s: float,
+    rate: float,
+    rows: int,
+    folds: int,
+    overrides: dict | None = None,
+) -> tuple[int, float]:
+    """(epochs per fold, fixed seconds per fold): the epochs that fit `budget` / `folds` after
+    the fold's fixed cost (OOF + test predictions of `rows` faces, twice with flip TTA); at
+    least 1, at most the family's default."""
+    train = resolve_config(family, overrides).train
+    fixed = (2 if train["tta"] else 1) * rows / rate
+    epochs = math.floor((budget / folds - fixed) / epoch_s)
+    return max(1, min(int(train["epochs"]), epochs)), fixed
