@@ -124,37 +124,36 @@ def submit(slug: str, file: Path, message: str) -> int:
     return ref
 
 
-def list_submissions(slug: str) -> list[dict[str, Any]]:
-    """Every submission of yours to the competition (all pages), newest first as Kaggle sends."""
+def _paged(slug: str, request_type: str, method: str, action: str) -> list[Any]:
+    """Every item of a paged competitions call: `request_type` built for `slug`, sent by the
+    client's `method` one page at a time."""
     api = _session(slug)
     types = _sdk_types()
 
     def page(token: str) -> Any:
-        request = types.ApiListSubmissionsRequest()
+        request = getattr(types, request_type)()
         request.competition_name = slug
         request.page_size = PAGE_SIZE
         request.page_token = token
-        if not token:
-            request.page = 1  # what the client sends for the first page
+        if not token and hasattr(request, "page"):
+            request.page = 1  # what the client sends for a first page where the call has pages
         with api.build_kaggle_client() as kaggle:
-            return kaggle.competitions.competition_api_client.list_submissions(request)
+            return getattr(kaggle.competitions.competition_api_client, method)(request)
 
-    return [_submission_row(s) for s in _all_pages(page, slug, "listing the submissions of")]
+    return _all_pages(page, slug, action)
+
+
+def list_submissions(slug: str) -> list[dict[str, Any]]:
+    """Every submission of yours to the competition (all pages), newest first as Kaggle sends."""
+    pages = _paged(
+        slug, "ApiListSubmissionsRequest", "list_submissions", "listing the submissions of"
+    )
+    return [_submission_row(s) for s in pages]
 
 
 def leaderboard(slug: str) -> list[dict[str, Any]]:
     """The whole leaderboard (all pages): team_id, team_name, submission_date, score."""
-    api = _session(slug)
-    types = _sdk_types()
-
-    def page(token: str) -> Any:
-        request = types.ApiGetLeaderboardRequest()
-        request.competition_name = slug
-        request.page_size = PAGE_SIZE
-        request.page_token = token
-        with api.build_kaggle_client() as kaggle:
-            return kaggle.competitions.competition_api_client.get_leaderboard(request)
-
+    rows = _paged(slug, "ApiGetLeaderboardRequest", "get_leaderboard", "reading the leaderboard of")
     return [
         {
             "team_id": int(row.team_id),
@@ -162,7 +161,7 @@ def leaderboard(slug: str) -> list[dict[str, Any]]:
             "submission_date": _iso(row.submission_date),
             "score": row.score or "",
         }
-        for row in _all_pages(page, slug, "reading the leaderboard of")
+        for row in rows
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+import kit
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.synthetic import fkd15_from_68, make_faces
@@ -20,6 +22,7 @@ from kit.training import loop, runs
 from kit.training.loop import parse_overrides, resolve_config, resolve_device
 from kit.training.predict import predict_rows, predict_with_flip, unflip
 from kit.training.runs import OofAssembler, OofLeakError, load_fold_model, train_run
+from kit.training.targets import plan_targets
 
 SIZE = 32
 N_TRAIN, N_TEST, K_FOLDS = 48, 8, 3
@@ -285,6 +288,30 @@ def test_run_id_depends_on_config_data_and_folds(comp: Competition) -> None:
     table["fold"] = (table["id"] + 1) % K_FOLDS
     table.to_csv(comp.workspace.folds_csv, index=False)
     assert run_tiny(comp, folds=1).run_id != base
+
+
+def test_run_id_depends_on_the_training_code(
+    comp: Competition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit to kit's training code or to the competition's plugin gives new runs."""
+    plugin_copy = Path(shutil.copytree(comp.root, tmp_path / "competition"))
+    comp = dataclasses.replace(comp, root=plugin_copy)
+    kit_copy = Path(shutil.copytree(Path(kit.__file__).parent, tmp_path / "kit"))
+    monkeypatch.setattr(kit, "__file__", str(kit_copy / "__init__.py"))
+
+    def run_id() -> str:
+        return runs.make_run_id(comp, resolve_config("sp", TINY), plan_targets(comp, "masked"))
+
+    base = run_id()
+    assert run_id() == base
+    with open(kit_copy / "models" / "sp.py", "a") as f:
+        f.write("# an edit\n")
+    after_kit_edit = run_id()
+    with open(plugin_copy / comp.module_file, "a") as f:
+        f.write("# an edit\n")
+    assert len({base, after_kit_edit, run_id()}) == 3
+    result = run_tiny(comp, folds=1)
+    assert result.manifest["code_sha256"] == runs.code_checksum(comp)
 
 
 def test_training_is_deterministic_on_cpu(comp: Competition) -> None:

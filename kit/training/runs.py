@@ -1,7 +1,9 @@
 """`kit train` as a library call: K-fold training with content-addressed, resumable run folders.
 
 A run id hashes (family, resolved config, target plan, keypoints, data checksums, folds file
-checksum), so the same work is never done twice. ``comp.workspace.runs/<run-id>/`` holds::
+checksum, training code checksum), so the same work is never done twice, and a kit upgrade or
+edit that can change what a run learns gets new runs instead of reusing stale ones.
+``comp.workspace.runs/<run-id>/`` holds::
 
     config.json                 the resolved config (written first)
     fold-<k>.pt                 the fold's weights (every sub-model of the target set)
@@ -21,6 +23,7 @@ the same config with more folds reuses the finished ones.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -194,13 +197,35 @@ def folds_checksum(comp: Competition) -> str:
     return sha256_file(path)
 
 
-def make_run_id(config: RunConfig, plan: TargetPlan, data: dict[str, str], folds: str) -> str:
+# The code that decides what a run learns and predicts, relative to the kit package; with the
+# competition's own competition.toml and plugin it is hashed into every run id.
+TRAINING_CODE = ("models", "training", "metrics.py", "data/arrays.py")
+
+
+def code_checksum(comp: Competition) -> str:
+    """sha256 over the training code's files (names and bytes), kit's and the competition's."""
+    package = Path(kit.__file__).parent
+    files = []
+    for entry in TRAINING_CODE:
+        path = package / entry
+        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
+    own = [comp.root / "competition.toml", comp.root / comp.module_file]
+    files += [path for path in own if path.is_file()]  # training can run from the cache alone
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def make_run_id(comp: Competition, config: RunConfig, plan: TargetPlan) -> str:
     identity = {
         "format": RUN_FORMAT,
         "config": config.to_dict(),
         "plan": plan.describe(),
-        "data": data,
-        "folds": folds,
+        "data": data_checksums(comp),
+        "folds": folds_checksum(comp),
+        "code": code_checksum(comp),
     }
     return f"{config.family}-{sha256_json(identity)[:12]}"
 
@@ -404,6 +429,7 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
         "fold_devices": {str(r["fold"]): r["device"] for r in records},
         "torch": torch.__version__,
         "kit": kit.__version__,
+        "code_sha256": code_checksum(ctx.comp),
         "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -451,7 +477,7 @@ def train_run(
         raise KitError(
             f"--folds {folds}: the folds file has {n_folds} folds", hint=f"use 1..{n_folds}"
         )
-    run_id = make_run_id(config, plan, data_checksums(comp), folds_checksum(comp))
+    run_id = make_run_id(comp, config, plan)
     path = comp.workspace.runs / run_id
     requested = list(range(n_folds if folds is None else folds))
     found = done_folds(path)

@@ -22,9 +22,7 @@ from kit.models import get_family
 from kit.training.loop import EpochReport, resolve_config
 from kit.training.runs import (
     RunResult,
-    data_checksums,
     done_folds,
-    folds_checksum,
     make_run_id,
     train_run,
 )
@@ -137,9 +135,7 @@ def run_folder(comp: Competition, family: str, overrides: dict[str, Any]) -> Pat
     """The content-addressed folder `train_run` uses for this config (masked targets)."""
     config = resolve_config(family, overrides)
     plan = plan_targets(comp, "masked", None)
-    return comp.workspace.runs / make_run_id(
-        config, plan, data_checksums(comp), folds_checksum(comp)
-    )
+    return comp.workspace.runs / make_run_id(comp, config, plan)
 
 
 def discard_unfinished_run(comp: Competition, family: str, overrides: dict[str, Any]) -> None:
