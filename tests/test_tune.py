@@ -206,6 +206,52 @@ def test_pruner_gets_one_value_per_step_at_schedule_progress(comp: Competition) 
     assert [s for s, _ in last.reports] == list(studies.PROGRESS_MARKS)
 
 
+def test_a_trial_that_would_overrun_the_timeout_stops_at_an_epoch_end() -> None:
+    class Recorder:
+        number = 3
+
+        def __init__(self) -> None:
+            self.attrs: dict = {}
+
+        def report(self, value: float, step: int) -> None:
+            pass
+
+        def should_prune(self) -> bool:
+            return False
+
+        def set_user_attr(self, key: str, value) -> None:
+            self.attrs[key] = value
+
+    now = [0.0]
+    trial = Recorder()
+    # 10 epochs at 10 s each: after epoch e the rest ends at 10 * e + 10 * (10 - e) = 100 s.
+    reporter = tuning_trials.FoldZeroReporter(
+        trial, "sp", lambda _e: None, deadline=95.0, clock=lambda: now[0]
+    )
+    now[0] = 10.0
+    with pytest.raises(optuna.TrialPruned, match=r"epoch 1/10: the rest would end 5 s after"):
+        reporter(EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))
+    assert trial.attrs == {"epochs_run": 1, "stopped_by": "timeout"}
+
+    on_time = tuning_trials.FoldZeroReporter(
+        Recorder(), "sp", lambda _e: None, deadline=100.0, clock=lambda: now[0]
+    )
+    on_time(EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))  # ends exactly at 100 s
+    now[0] = 200.0
+    on_time(EpochReport(0, "main", 10, 10, 1.0, 5.0, 5.0, 10.0))  # the last epoch: complete
+
+
+def test_timeout_stops_a_slow_trial_and_the_search(comp: Competition) -> None:
+    # 5000 epochs of the tiny net take minutes; a 2 s timeout stops the first trial after
+    # its first epoch and starts no other.
+    result = tune(comp, ["sp"], timeout=2.0, best_n=0, epochs=5000, device="cpu")
+    [trial] = study_of(comp).get_trials()
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["stopped_by"] == "timeout"
+    assert trial.user_attrs["epochs_run"] < 5000
+    assert list(result.table["state"]) == ["PRUNED"]
+
+
 def test_a_pruned_trial_leaves_no_run_folder(comp: Competition, monkeypatch) -> None:
     # A pruner that prunes every trial at its first report (after epoch 1 of 3).
     monkeypatch.setattr(

@@ -117,7 +117,11 @@ def tune_command(
     ] = None,
     timeout: Annotated[
         str | None,
-        typer.Option("--timeout", help="Search time, e.g. 30m, 2h, 90s (split over families)."),
+        typer.Option(
+            "--timeout",
+            help="Search time, e.g. 30m, 2h, 90s, split over families; a trial that would "
+            "overrun it stops at an epoch's end.",
+        ),
     ] = None,
     families: Annotated[
         str | None,

@@ -10,12 +10,16 @@ How a study runs
 - The objective is the score of **fold 0 of the shared folds file** (``train_run(folds=1)``):
   RMSE for facial-keypoints, MAE for ibug-68, lower is better.
 - ``epochs`` (``--epochs``) fixes every trial's epoch budget instead of searching it.
-- Once every family's search is done (``timeout`` bounds the searches, split over the
-  families), the best ``best_n`` trials per family are trained on all folds with ``train_run``:
-  run folders are content-addressed and a run with more folds reuses finished ones, so fold 0
-  is not trained again, and OOF and test predictions then exist for ``kit stack``. They are
-  listed, best CV first, in ``<work>/<competition>/tune_best.json``. The trials table shows
-  the fold-0 score of every trial and the CV score over all folds of the trained-out ones.
+- ``timeout`` bounds the searches, split over the families. Optuna checks it only between
+  trials, so a trial whose remaining epochs (at its own pace) would end after its family's
+  share is pruned at an epoch's end (user attribute ``stopped_by: timeout``) and the search
+  stops: ``--timeout`` is overrun by at most one epoch, not by a whole slow trial.
+- Once every family's search is done, the best ``best_n`` trials per family are trained on
+  all folds with ``train_run``: run folders are content-addressed and a run with more folds
+  reuses finished ones, so fold 0 is not trained again, and OOF and test predictions then
+  exist for ``kit stack``. They are listed, best CV first, in
+  ``<work>/<competition>/tune_best.json``. The trials table shows the fold-0 score of every
+  trial and the CV score over all folds of the trained-out ones.
 
 Pruning and the "one value per step" limitation
   Optuna keeps one intermediate value per step, and pruners compare trials step by step. K-fold

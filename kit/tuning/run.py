@@ -189,10 +189,13 @@ def search_here(
     and the time one leaves unused goes to the next."""
     deadline = None if timeout is None else time.monotonic() + timeout
     for index, (family, study) in enumerate(studies.items()):
-        share = None
+        share = family_deadline = None
         if deadline is not None:
             share = (deadline - time.monotonic()) / (len(studies) - index)
-        objective = make_objective(comp, family, epochs=epochs, device=device, report=report)
+            family_deadline = time.monotonic() + share
+        objective = make_objective(
+            comp, family, epochs=epochs, device=device, report=report, deadline=family_deadline
+        )
         before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         search(study, objective, family=family, target=target, timeout=share, report=report)
         check_trials_ran(study, family, before)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,15 +92,30 @@ class FixedParamsTrial:
 
 class FoldZeroReporter:
     """`train_run`'s on_epoch hook: reports fold 0's best score at each 10 % of the schedule
-    and raises TrialPruned when the pruner says so."""
+    and raises TrialPruned when the pruner says so, or when the trial's remaining epochs, at
+    its own pace so far, would end after `deadline` (a `clock()` time: the --timeout).
 
-    def __init__(self, trial: optuna.Trial, family: str, report: TuneReport):
+    Optuna checks its timeout only between trials, so without the deadline one slow trial
+    (a stride-1 heatmap net on a CPU takes 100x the default's time) overruns --timeout by
+    its whole length; with it, the overrun is at most one epoch."""
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        family: str,
+        report: TuneReport,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.trial = trial
         self.family = family
         self.report = report
+        self.deadline = deadline
+        self.clock = clock
         self.submodel: str | None = None
         self.reported: set[int] = set()
         self.epochs_run = 0
+        self.epoch_seconds = 0.0
 
     def __call__(self, epoch: EpochReport) -> None:
         if self.submodel is None:
@@ -107,6 +123,7 @@ class FoldZeroReporter:
         if epoch.fold != 0 or epoch.submodel != self.submodel:
             return  # one value per step: only fold 0's (first) network reports
         self.epochs_run = epoch.epoch
+        self.epoch_seconds += epoch.seconds
         self.report(
             TuneEvent(
                 "epoch",
@@ -117,8 +134,12 @@ class FoldZeroReporter:
                 f"val {epoch.val_score:.4f}",
             )
         )
-        if not math.isfinite(epoch.best_score):
-            return  # a NaN score would make the pruner prune at once
+        if math.isfinite(epoch.best_score):  # a NaN score would make the pruner prune at once
+            self._feed_pruner(epoch)
+        if epoch.epoch < epoch.epochs:
+            self._stop_at_deadline(epoch)
+
+    def _feed_pruner(self, epoch: EpochReport) -> None:
         progress = 100 * epoch.epoch / epoch.epochs
         marks = [m for m in PROGRESS_MARKS if m <= progress + 1e-9 and m not in self.reported]
         for mark in marks:
@@ -128,6 +149,19 @@ class FoldZeroReporter:
             self.trial.set_user_attr("epochs_run", epoch.epoch)
             raise optuna.TrialPruned(
                 f"epoch {epoch.epoch}/{epoch.epochs}: best val {epoch.best_score:.4f}"
+            )
+
+    def _stop_at_deadline(self, epoch: EpochReport) -> None:
+        if self.deadline is None:
+            return
+        pace = self.epoch_seconds / epoch.epoch
+        late = self.clock() + pace * (epoch.epochs - epoch.epoch) - self.deadline
+        if late > 0:
+            self.trial.set_user_attr("epochs_run", epoch.epoch)
+            self.trial.set_user_attr("stopped_by", "timeout")
+            raise optuna.TrialPruned(
+                f"epoch {epoch.epoch}/{epoch.epochs}: the rest would end {late:.0f} s "
+                "after --timeout"
             )
 
 
@@ -156,7 +190,10 @@ def make_objective(
     epochs: int | None,
     device: str | None,
     report: TuneReport,
+    deadline: float | None = None,
 ) -> Callable[[optuna.Trial], float]:
+    """Fold 0 of one trial's config; trials that would end after `deadline` (time.monotonic
+    time) are pruned at an epoch's end."""
     space = get_family(family).search_space
     fixed = {"epochs": epochs} if epochs is not None else {}
 
@@ -165,7 +202,7 @@ def make_objective(
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", worker_name())
         report(TuneEvent("trial", family, trial.number, text=f"trial {trial.number} starts"))
-        reporter = FoldZeroReporter(trial, family, report)
+        reporter = FoldZeroReporter(trial, family, report, deadline)
         try:
             result = train_run(
                 comp,
@@ -221,6 +258,8 @@ def search(
         running = count_trials(study, (*FINISHED, TrialState.RUNNING))
         if target is not None and running >= target:
             study.stop()
+        if trial.user_attrs.get("stopped_by") == "timeout":
+            study.stop()  # not even this trial's remaining epochs fit: a new one will not
 
     with quiet_optuna():  # a killed worker's trial: FAIL (and re-queued) before counting
         optuna.storages.fail_stale_trials(study)
