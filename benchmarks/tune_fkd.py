@@ -1,12 +1,14 @@
 """How far `kit tune` moves each family on fkd-proxy: tuned best config vs the default config.
 
     python benchmarks/tune_fkd.py [--families lenet,sp] [--trials 4] [--epochs 3] [--folds 3]
-                                  [--work work/bench-tune] [--device cpu] [--source DIR]
+                                  [--timeout 20m] [--work work/bench-tune] [--device cpu]
+                                  [--source DIR]
 
 For each family: one Optuna study (``kit.tune.tune``) of --trials trials at a fixed --epochs,
 each trial scored on fold 0 of the benchmark's folds file (trial 0 is the family's default
-config); then the best trial AND the default config are trained on every fold, so both get a
-CV RMSE on the same folds. Prints Markdown for docs/benchmarks.md: fold-0 and CV RMSE of both,
+config; with --timeout a family's search also stops then, as `kit tune --timeout` does); then
+the best trial AND the default config are trained on every fold, so both get a CV RMSE on the
+same folds. Prints Markdown for docs/benchmarks.md: fold-0 and CV RMSE of both,
 the change, the budget used (wall seconds of the search and of the all-fold training).
 
 The work folder (default work/bench-tune, git-ignored) keeps the cache, the folds file, the
@@ -34,7 +36,7 @@ from kit.competition import load_competition  # noqa: E402
 from kit.data.folds import write_folds  # noqa: E402
 from kit.fetch import fetch  # noqa: E402
 from kit.training.runs import RunResult, train_run  # noqa: E402
-from kit.tune import key_params, tune  # noqa: E402
+from kit.tune import key_params, parse_duration, tune  # noqa: E402
 
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "fkd-proxy"
 
@@ -45,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=4, help="trials per family (default incl.)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of every trial and run")
     parser.add_argument("--folds", type=int, default=3, help="k of the benchmark's folds file")
+    parser.add_argument("--timeout", help="search time per family, e.g. 20m (default: none)")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench-tune")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
@@ -75,6 +78,7 @@ def main() -> None:
             comp,
             [family],
             trials=args.trials,
+            timeout=None if args.timeout is None else parse_duration(args.timeout),
             best_n=1,
             epochs=args.epochs,
             device=args.device,
