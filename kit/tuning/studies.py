@@ -63,7 +63,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> RDBStorage:
         engine_kwargs["connect_args"] = {"timeout": 60}  # several workers share one file
     try:
         with quiet_optuna():
-            return RDBStorage(
+            storage = RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat,
@@ -82,6 +82,30 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> RDBStorage:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
         raise KitError(f"cannot open --storage {display_url(url)}: {reason}") from exc
+    if url.startswith("sqlite"):
+        lock_sqlite_transactions(storage.engine)
+    return storage
+
+
+def lock_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna hands a queued trial (the default config, a killed worker's retry) to a worker by
+    reading it as WAITING, then writing RUNNING, in one transaction with SELECT ... FOR UPDATE,
+    which SQLite ignores: two worker processes could both read WAITING and run the same trial
+    (optuna issue #4621). With the lock taken at BEGIN, the second worker reads RUNNING and
+    moves on. This is SQLAlchemy's documented pysqlite recipe, with IMMEDIATE.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _manual_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite must not emit its own BEGIN
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the schema predate the hooks
 
 
 @contextmanager
