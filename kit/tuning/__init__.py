@@ -40,7 +40,10 @@ Storage and workers
 - Default storage: ``sqlite:///<work>/<competition>/tune.sqlite3`` (Optuna's RDBStorage).
   Any RDB URL works (``postgresql://user:pass@host/db``): several ``kit tune`` processes on one
   or many machines then share a study; the database hands out trial numbers, so no two workers
-  run the same trial. No scheduler of kit's own is involved.
+  run the same trial. No scheduler of kit's own is involved. Queued trials (the default
+  config, re-queued ones) are handed out by a locked read-then-write; SQLite ignores
+  ``SELECT ... FOR UPDATE``, so kit begins SQLite transactions ``IMMEDIATE`` (see
+  ``studies.lock_sqlite_transactions``) and SQLite workers cannot take the same one either.
 - Resumable: every finished trial is in the database. A Ctrl-C marks the running trial FAIL;
   a killed worker's trial stops sending heartbeats and is marked FAIL by the next worker that
   starts a trial ``2 * heartbeat`` seconds later, which re-queues its configuration once.
