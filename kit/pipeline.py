@@ -2,9 +2,10 @@
 
 How the budget is spent (`plan_budget`): fetch and folds take what they take (seconds, or a
 no-op when up to date). The stack and the submission get a reserve estimated from the data size.
-Of what is left, `search_share` goes to the Optuna search (fold 0 of each trial, one family after
-the other: a family whose turn comes after the search time is spent is skipped) and the rest to
-training the best trials on all folds, which `kit stack` needs. Those final trainings are
+What is left goes to the Optuna search (fold 0 of each trial, one family after the other) and to
+training the best trials on all folds, which `kit stack` needs. The search goes on while the
+time left still holds another trial of the family plus the final trainings of the best trials
+found so far (`finals_seconds`: (K - 1) x their fold-0 seconds); then the final trainings are
 chosen greedily: each family's best trial first (best fold-0 score first), then second-best
 trials, each only if its estimated cost ((K - 1) x its fold-0 seconds) still fits. The single
 best trial overall is always trained, so there is something to stack and submit even when the
@@ -39,7 +40,6 @@ STAGES = ("fetch", "folds", "tune", "stack", "submit")
 CPU_FAMILIES = ("lenet", "sp")
 CPU_SP_BUDGET = 30 * 60
 DEFAULT_FOLDS = 5
-SEARCH_SHARE = 0.4
 
 
 @dataclass
@@ -61,7 +61,6 @@ class BudgetPlan:
     families: list[str]
     epochs: int | None  # per trial (None: each family's search space decides)
     best_n: int
-    search_share: float
     stack_reserve: float
     submit_reserve: float
 
@@ -130,7 +129,6 @@ def plan_budget(
     best_n: int,
     device: str | None,
     upload: bool,
-    search_share: float = SEARCH_SHARE,
 ) -> BudgetPlan:
     if budget <= 0:
         raise KitError(f"--budget {budget:g} s must be positive")
@@ -142,7 +140,6 @@ def plan_budget(
         families=list(families) if families else default_families(device, budget),
         epochs=epochs if epochs is not None else default_epochs(budget, device),
         best_n=best_n,
-        search_share=search_share,
         stack_reserve=min(max(5.0, estimate), 0.3 * budget),
         submit_reserve=5.0 + (30.0 if upload else 0.0),
     )
@@ -188,8 +185,8 @@ def tune_stage(
     device: str | None,
     report: PipelineReport,
 ) -> tuple[list[RunResult], pd.DataFrame, list[str]]:
-    """Search the families one trial at a time, round robin, for `plan.search_share` of the
-    time to `deadline`; then train the best trials that fit the time left on all folds.
+    """Search the families one trial at a time, round robin, while the final trainings still
+    fit before `deadline`; then train the best trials that fit the time left on all folds.
     Returns (runs, trials table, notes)."""
     from kit.tune import TuneEvent, tune
 
@@ -197,8 +194,7 @@ def tune_stage(
         report(PipelineEvent("tune", "progress", str(event)))
 
     notes: list[str] = []
-    search_end = time.monotonic() + plan.search_share * max(0.0, deadline - time.monotonic())
-    trials = search_round_robin(comp, plan, search_end, device, on_tune, notes)
+    trials = search_round_robin(comp, plan, deadline, k, device, on_tune, notes)
     chosen = choose_finals(trials, plan.best_n, k, deadline - time.monotonic())
     runs: list[RunResult] = []
     for family, n in chosen.items():
@@ -223,17 +219,32 @@ def finished_trials(trials: pd.DataFrame, family: str) -> int:
     return int(mine.state.isin(["COMPLETE", "PRUNED"]).sum())
 
 
+def finals_seconds(tables: dict[str, pd.DataFrame], best_n: int, k: int) -> float:
+    """What training each family's `best_n` best complete trials on the other k - 1 folds
+    will cost, at their fold-0 seconds (the cost `choose_finals` counts)."""
+    total = 0.0
+    for table in tables.values():
+        if table.empty:
+            continue
+        done = table[table.state == "COMPLETE"].dropna(subset=["score"])
+        seconds = done.sort_values("score")["seconds"].head(best_n)
+        total += (k - 1) * float(seconds[seconds.notna()].sum())
+    return total
+
+
 def search_round_robin(
     comp: Competition,
     plan: BudgetPlan,
-    search_end: float,
+    deadline: float,
+    k: int,
     device: str | None,
     on_tune: Callable,
     notes: list[str],
+    clock: Callable[[], float] = time.monotonic,
 ) -> pd.DataFrame:
-    """One trial per family in turn until `search_end`. Every family gets its first trial; a
-    later one starts only if the family's previous trial would still fit. A family whose
-    trials fail twice in a row is dropped (its error goes to `notes`)."""
+    """One trial per family in turn while the time to `deadline` holds the family's previous
+    trial's length plus `finals_seconds` of the trials so far. Every family gets its first
+    trial. A family whose trials fail twice in a row is dropped (its error goes to `notes`)."""
     from kit.tune import tune, tuning_table
 
     try:
@@ -247,10 +258,11 @@ def search_round_robin(
     active = list(plan.families)
     while active:
         for family in list(active):
-            if family in last and search_end - time.monotonic() < last[family]:
+            spare = deadline - clock() - finals_seconds(tables, plan.best_n, k)
+            if family in last and spare < last[family]:
                 active.remove(family)
                 continue
-            started = time.monotonic()
+            started = clock()
             try:
                 result = tune(
                     comp, [family], trials=done[family] + 1, best_n=0, epochs=plan.epochs,
@@ -258,12 +270,12 @@ def search_round_robin(
                 )  # fmt: skip
             except KitError as exc:
                 failures[family] += 1
-                last[family] = time.monotonic() - started
+                last[family] = clock() - started
                 if failures[family] >= 2:
                     notes.append(f"{family}: dropped after failed trials ({exc})")
                     active.remove(family)
                 continue
-            last[family] = time.monotonic() - started
+            last[family] = clock() - started
             tables[family] = result.table
             count = finished_trials(result.table, family)
             failures[family] = 0 if count > done[family] else failures[family] + 1

@@ -18,7 +18,15 @@ from kit.data.arrays import KeypointData
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.demo import DemoSettings, answers_path, demo_competition, prepare_demo
 from kit.errors import KitError
-from kit.pipeline import choose_finals, parse_budget, plan_budget, stack_seconds_estimate
+from kit.pipeline import (
+    BudgetPlan,
+    choose_finals,
+    finals_seconds,
+    parse_budget,
+    plan_budget,
+    search_round_robin,
+    stack_seconds_estimate,
+)
 from kit.workspace import SUBMISSIONS_ENV
 
 TINY_DEMO = ("--budget", "5s", "--train-rows", "48", "--test-rows", "9", "--size", "32")
@@ -64,6 +72,37 @@ def test_finals_take_each_familys_best_first_then_second_best_within_the_time() 
     assert choose_finals(table, best_n=2, k=5, seconds_left=0) == {"sp": 1}
     assert choose_finals(table, best_n=0, k=5, seconds_left=1000) == {}
     assert choose_finals(trials([]), best_n=2, k=5, seconds_left=1000) == {}
+
+
+def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None:
+    """Fake 10 s trials on a fake clock: with a 200 s deadline, k = 5 and the 2 best trials to
+    train on 4 more folds each (80 s), the search stops once 10 s of spare time is left."""
+    import kit.tune
+
+    now = [0.0]
+    rows: list[dict] = []
+
+    def fake_tune(comp, families, *, trials, **_kwargs):
+        while len(rows) < trials:
+            now[0] += 10.0
+            rows.append({"family": families[0], "state": "COMPLETE",
+                         "score": 5.0 - len(rows), "seconds": 10.0})  # fmt: skip
+        return type("Result", (), {"table": pd.DataFrame(rows)})()
+
+    monkeypatch.setattr(kit.tune, "tune", fake_tune)
+    columns = ["family", "state", "score", "seconds"]
+    monkeypatch.setattr(kit.tune, "tuning_table", lambda *a, **k: pd.DataFrame(columns=columns))
+    plan = BudgetPlan(
+        budget=200, families=["sp"], epochs=1, best_n=2, stack_reserve=0, submit_reserve=0
+    )
+    table = search_round_robin(
+        None, plan, 200.0, 5, "cpu", lambda _e: None, [], clock=lambda: now[0]
+    )
+    assert finals_seconds({"sp": table}, best_n=2, k=5) == 80.0
+    # 12 trials end at 120 s: 120 + 80 for the finals = the deadline; a 13th would overrun.
+    assert len(table) == 12 and now[0] == 120.0
+    assert finals_seconds({"sp": table.iloc[:1]}, best_n=2, k=5) == 40.0
+    assert finals_seconds({"sp": pd.DataFrame(columns=["family", "state"])}, 2, 5) == 0.0
 
 
 def test_budget_parsing_and_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
