@@ -4,10 +4,10 @@ How the budget is spent (`plan_budget`): fetch and folds take what they take (se
 no-op when up to date). The stack and the submission get a reserve estimated from the data size.
 What is left goes to the Optuna search (fold 0 of each trial, one family after the other) and to
 training the best trials on all folds, which `kit stack` needs. The search goes on while the
-time left still holds another trial of the family plus the final trainings of the best trials
-found so far (`finals_seconds`: (K - 1) x their fold-0 seconds); then the final trainings are
-chosen greedily: each family's best trial first (best fold-0 score first), then second-best
-trials, each only if its estimated cost ((K - 1) x its fold-0 seconds) still fits. The single
+time left holds another trial of the family besides the final trainings that would be chosen
+if it stopped now (`finals_seconds`). The final trainings are chosen greedily: each family's
+best trial first (best fold-0 score first), then second-best trials, each only if its
+estimated cost ((K - 1) x its fold-0 seconds) still fits. The single
 best trial overall is always trained, so there is something to stack and submit even when the
 budget is too small. A trial that has started runs to its end, so a budget can be overrun by
 about one trial.
@@ -219,19 +219,6 @@ def finished_trials(trials: pd.DataFrame, family: str) -> int:
     return int(mine.state.isin(["COMPLETE", "PRUNED"]).sum())
 
 
-def finals_seconds(tables: dict[str, pd.DataFrame], best_n: int, k: int) -> float:
-    """What training each family's `best_n` best complete trials on the other k - 1 folds
-    will cost, at their fold-0 seconds (the cost `choose_finals` counts)."""
-    total = 0.0
-    for table in tables.values():
-        if table.empty:
-            continue
-        done = table[table.state == "COMPLETE"].dropna(subset=["score"])
-        seconds = done.sort_values("score")["seconds"].head(best_n)
-        total += (k - 1) * float(seconds[seconds.notna()].sum())
-    return total
-
-
 def search_round_robin(
     comp: Competition,
     plan: BudgetPlan,
@@ -243,8 +230,9 @@ def search_round_robin(
     clock: Callable[[], float] = time.monotonic,
 ) -> pd.DataFrame:
     """One trial per family in turn while the time to `deadline` holds the family's previous
-    trial's length plus `finals_seconds` of the trials so far. Every family gets its first
-    trial. A family whose trials fail twice in a row is dropped (its error goes to `notes`)."""
+    trial's length besides the final trainings that would be chosen now (`finals_seconds`).
+    Every family gets its first trial. A family whose trials fail twice in a row is dropped
+    (its error goes to `notes`)."""
     from kit.tune import tune, tuning_table
 
     try:
@@ -258,7 +246,9 @@ def search_round_robin(
     active = list(plan.families)
     while active:
         for family in list(active):
-            spare = deadline - clock() - finals_seconds(tables, plan.best_n, k)
+            so_far = pd.concat([t for t in tables.values() if len(t)] or [pd.DataFrame()])
+            left = deadline - clock()
+            spare = left - finals_seconds(so_far, plan.best_n, k, left)
             if family in last and spare < last[family]:
                 active.remove(family)
                 continue
@@ -290,24 +280,40 @@ def choose_finals(trials: pd.DataFrame, best_n: int, k: int, seconds_left: float
     Greedy: each family's best trial (best fold-0 score first), then each family's second
     best, ...; a trial costs (k - 1) x its fold-0 seconds. The best trial overall is always
     taken."""
+    chosen: dict[str, int] = {}
+    for family, _cost in _pick_finals(trials, best_n, k, seconds_left):
+        chosen[family] = chosen.get(family, 0) + 1
+    return chosen
+
+
+def finals_seconds(trials: pd.DataFrame, best_n: int, k: int, seconds_left: float) -> float:
+    """What the trainings `choose_finals` would pick now will cost."""
+    return sum(cost for _family, cost in _pick_finals(trials, best_n, k, seconds_left))
+
+
+def _pick_finals(
+    trials: pd.DataFrame, best_n: int, k: int, seconds_left: float
+) -> list[tuple[str, float]]:
     if trials.empty or best_n < 1:
-        return {}
+        return []
     done = trials[trials.state == "COMPLETE"].dropna(subset=["score"])
     done = done.drop_duplicates(subset=["family", "key_params", "score"])  # retried trials
     ranked = done.sort_values("score").groupby("family", sort=False)
     per_family = {family: group.head(best_n) for family, group in ranked}
-    chosen: dict[str, int] = {}
+    picked: list[tuple[str, float]] = []
+    taken: dict[str, int] = {}
     budget = seconds_left
     for rank in range(best_n):
         for family, group in per_family.items():
-            if rank >= len(group) or chosen.get(family, 0) != rank:
+            if rank >= len(group) or taken.get(family, 0) != rank:
                 continue  # no gaps: a family's 2nd trial only after its 1st
             seconds = float(group.iloc[rank]["seconds"])
             cost = (k - 1) * (seconds if math.isfinite(seconds) else 0.0)
-            if not chosen or cost <= budget:
-                chosen[family] = rank + 1
+            if not picked or cost <= budget:
+                picked.append((family, cost))
+                taken[family] = rank + 1
                 budget -= cost
-    return chosen
+    return picked
 
 
 @contextmanager

@@ -85,12 +85,12 @@ def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None
     def fake_tune(comp, families, *, trials, **_kwargs):
         while len(rows) < trials:
             now[0] += 10.0
-            rows.append({"family": families[0], "state": "COMPLETE",
-                         "score": 5.0 - len(rows), "seconds": 10.0})  # fmt: skip
+            rows.append({"family": families[0], "state": "COMPLETE", "score": 5.0 - len(rows),
+                         "seconds": 10.0, "key_params": f"config {len(rows)}"})  # fmt: skip
         return type("Result", (), {"table": pd.DataFrame(rows)})()
 
     monkeypatch.setattr(kit.tune, "tune", fake_tune)
-    columns = ["family", "state", "score", "seconds"]
+    columns = ["family", "state", "score", "seconds", "key_params"]
     monkeypatch.setattr(kit.tune, "tuning_table", lambda *a, **k: pd.DataFrame(columns=columns))
     plan = BudgetPlan(
         budget=200, families=["sp"], epochs=1, best_n=2, stack_reserve=0, submit_reserve=0
@@ -98,11 +98,16 @@ def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None
     table = search_round_robin(
         None, plan, 200.0, 5, "cpu", lambda _e: None, [], clock=lambda: now[0]
     )
-    assert finals_seconds({"sp": table}, best_n=2, k=5) == 80.0
-    # 12 trials end at 120 s: 120 + 80 for the finals = the deadline; a 13th would overrun.
+    # 12 trials end at 120 s: 120 + 80 for the 2 finals = the deadline; a 13th would overrun.
     assert len(table) == 12 and now[0] == 120.0
-    assert finals_seconds({"sp": table.iloc[:1]}, best_n=2, k=5) == 40.0
-    assert finals_seconds({"sp": pd.DataFrame(columns=["family", "state"])}, 2, 5) == 0.0
+    assert finals_seconds(table, best_n=2, k=5, seconds_left=80) == 80.0
+    assert finals_seconds(table, best_n=2, k=5, seconds_left=50) == 40.0  # the best only
+    # A slow second-best trial that would not fit does not hold the time back from the search
+    # (the measured case: lenet trials of 14 s and 109 s, 193 s left, k = 5).
+    slow = trials([("lenet", "COMPLETE", 2.83, 14.0), ("lenet", "COMPLETE", 3.02, 109.0)])
+    assert finals_seconds(slow, best_n=2, k=5, seconds_left=193) == 56.0
+    assert finals_seconds(slow, best_n=2, k=5, seconds_left=600) == 492.0
+    assert finals_seconds(trials([]), best_n=2, k=5, seconds_left=100) == 0.0
 
 
 def test_budget_parsing_and_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
