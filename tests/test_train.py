@@ -300,7 +300,8 @@ def test_run_id_depends_on_the_training_code(
     monkeypatch.setattr(kit, "__file__", str(kit_copy / "__init__.py"))
 
     def run_id() -> str:
-        return runs.make_run_id(comp, resolve_config("sp", TINY), plan_targets(comp, "masked"))
+        config, plan = resolve_config("sp", TINY), plan_targets(comp, "masked")
+        return runs.make_run_id(config, plan, runs.run_inputs(comp))
 
     base = run_id()
     assert run_id() == base

@@ -151,6 +151,7 @@ class RunContext:
     folds: np.ndarray
     device: torch.device
     path: Path
+    inputs: dict[str, Any]  # `run_inputs`, as hashed into the run id
     on_epoch: EpochCallback | None = None
 
     @cached_property
@@ -218,14 +219,24 @@ def code_checksum(comp: Competition) -> str:
     return digest.hexdigest()
 
 
-def make_run_id(comp: Competition, config: RunConfig, plan: TargetPlan) -> str:
+def run_inputs(comp: Competition) -> dict[str, Any]:
+    """What a run learns from besides its config, as checksums: the cached arrays ("data"),
+    the folds file ("folds") and the training code ("code"). Hashed into the run id and
+    recorded in its manifest."""
+    return {
+        "data": data_checksums(comp),
+        "folds": folds_checksum(comp),
+        "code": code_checksum(comp),
+    }
+
+
+def make_run_id(config: RunConfig, plan: TargetPlan, inputs: dict[str, Any]) -> str:
+    """The run's content address: family + hash of (format, config, plan, `run_inputs`)."""
     identity = {
         "format": RUN_FORMAT,
         "config": config.to_dict(),
         "plan": plan.describe(),
-        "data": data_checksums(comp),
-        "folds": folds_checksum(comp),
-        "code": code_checksum(comp),
+        **inputs,
     }
     return f"{config.family}-{sha256_json(identity)[:12]}"
 
@@ -405,7 +416,7 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
         },
         "folds": {
             "file": str(ctx.comp.workspace.folds_csv),
-            "sha256": folds_checksum(ctx.comp),
+            "sha256": ctx.inputs["folds"],
             "total": n_folds,
             "trained": folds_done,
             "complete": len(folds_done) == n_folds,
@@ -415,7 +426,7 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
         "data": {
             "train_rows": len(ctx.data),
             "test_rows": len(ctx.test),
-            **data_checksums(ctx.comp),
+            **ctx.inputs["data"],
         },
         "cv": cv.to_dict(),
         "fold_scores": {str(r["fold"]): r["scores"] for r in records},
@@ -429,7 +440,7 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
         "fold_devices": {str(r["fold"]): r["device"] for r in records},
         "torch": torch.__version__,
         "kit": kit.__version__,
-        "code_sha256": code_checksum(ctx.comp),
+        "code_sha256": ctx.inputs["code"],
         "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -477,7 +488,8 @@ def train_run(
         raise KitError(
             f"--folds {folds}: the folds file has {n_folds} folds", hint=f"use 1..{n_folds}"
         )
-    run_id = make_run_id(comp, config, plan)
+    inputs = run_inputs(comp)
+    run_id = make_run_id(config, plan, inputs)
     path = comp.workspace.runs / run_id
     requested = list(range(n_folds if folds is None else folds))
     found = done_folds(path)
@@ -501,6 +513,7 @@ def train_run(
         fold_of_row,
         torch_device,
         path,
+        inputs,
         on_epoch,
     )
     trained = []

@@ -25,6 +25,7 @@ from kit.training.runs import (
     RunResult,
     done_folds,
     make_run_id,
+    run_inputs,
     train_run,
 )
 from kit.training.targets import plan_targets
@@ -169,7 +170,7 @@ def run_folder(comp: Competition, family: str, overrides: dict[str, Any]) -> Pat
     """The content-addressed folder `train_run` uses for this config (masked targets)."""
     config = resolve_config(family, overrides)
     plan = plan_targets(comp, "masked", None)
-    return comp.workspace.runs / make_run_id(comp, config, plan)
+    return comp.workspace.runs / make_run_id(config, plan, run_inputs(comp))
 
 
 def discard_unfinished_run(comp: Competition, family: str, overrides: dict[str, Any]) -> None:
