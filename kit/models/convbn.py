@@ -16,6 +16,7 @@ from kit.models.registry import (
     SEED_RECIPE,
     KeypointModel,
     register_model,
+    seed_augment_space,
 )
 
 CHANNELS = (32, 64, 128)
@@ -31,8 +32,7 @@ def convbn_space(trial: Any) -> dict[str, Any]:
         "bias": trial.suggest_categorical("bias", [True, False]),
         "width": trial.suggest_categorical("width", [0.5, 1.0, 2.0]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "flip": trial.suggest_categorical("flip", [0.0, 0.5]),
-        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 15.0),
+        **seed_augment_space(trial),
         "brightness": trial.suggest_float("brightness", 0.0, 0.5),
     }
 

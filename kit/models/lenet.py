@@ -17,6 +17,7 @@ from kit.models.registry import (
     SEED_RECIPE,
     KeypointModel,
     register_model,
+    seed_augment_space,
 )
 
 
@@ -28,8 +29,7 @@ def lenet_space(trial: Any) -> dict[str, Any]:
         "epochs": trial.suggest_int("epochs", 30, 150, step=30),
         "width": trial.suggest_categorical("width", [1, 2, 4]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "flip": trial.suggest_categorical("flip", [0.0, 0.5]),
-        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 15.0),
+        **seed_augment_space(trial),
     }
 
 

@@ -121,6 +121,14 @@ MODERN_RECIPE: dict[str, Any] = {
 }
 
 
+def seed_augment_space(trial: optuna.Trial) -> dict[str, float]:
+    """The augmentation the seed families (sp, lenet, convbn) search: their flip and rotation."""
+    return {
+        "flip": trial.suggest_categorical("flip", [0.0, 0.5]),
+        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 15.0),
+    }
+
+
 def augment_space(trial: optuna.Trial) -> dict[str, float]:
     """The geometric and photometric augmentation strengths every deep family searches."""
     return {

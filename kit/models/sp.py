@@ -17,6 +17,7 @@ from kit.models.registry import (
     SEED_RECIPE,
     KeypointModel,
     register_model,
+    seed_augment_space,
     train_recipe,
 )
 
@@ -33,8 +34,7 @@ def sp_space(trial: Any) -> dict[str, Any]:
         "epochs": trial.suggest_int("epochs", 30, 150, step=30),
         "hidden": trial.suggest_categorical("hidden", [256, 500, 1000]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        "flip": trial.suggest_categorical("flip", [0.0, 0.5]),
-        "rotate_deg": trial.suggest_float("rotate_deg", 0.0, 15.0),
+        **seed_augment_space(trial),
     }
 
 
