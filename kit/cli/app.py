@@ -20,6 +20,11 @@ app = typer.Typer(
 )
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """A comma-separated option as its non-empty, stripped items; None when not given."""
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
 @app.callback()
 def _root(
     work: Annotated[

@@ -9,17 +9,13 @@ from typing import Annotated
 
 import typer
 
-from kit.cli.app import app
+from kit.cli.app import app, comma_list
 from kit.cli.demo import run_demo_command
 from kit.cli.tables import PipelineView, print_pipeline_result
 from kit.competition import load_competition
 from kit.errors import KitError
 
 DEFAULT_BUDGET = "20m"
-
-
-def _families(text: str | None) -> list[str] | None:
-    return [f.strip() for f in text.split(",") if f.strip()] if text else None
 
 
 @app.command("run")
@@ -74,7 +70,7 @@ def run_command(
             upload=upload,
             source=source,
             report=view,
-            families=_families(families),
+            families=comma_list(families),
             epochs=epochs,
             folds=folds,
             device=device,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kit.cli.app import app
+from kit.cli.app import app, comma_list
 from kit.cli.tables import stack_summary, stack_table
 from kit.competition import load_competition
 from kit.console import console, err_console
@@ -17,7 +17,7 @@ from kit.errors import KitError
 def parse_features(text: str | None) -> frozenset[str]:
     from kit.stack import FEATURE_SETS
 
-    chosen = frozenset(f.strip() for f in (text or "").split(",") if f.strip())
+    chosen = frozenset(comma_list(text) or ())
     unknown = sorted(chosen - set(FEATURE_SETS))
     if unknown:
         raise KitError(
@@ -51,9 +51,7 @@ def stack_command(
     from kit.training.runs import load_run
 
     comp = load_competition(competition)
-    chosen = None
-    if runs:
-        chosen = [load_run(comp, r.strip()) for r in runs.split(",") if r.strip()]
+    chosen = [load_run(comp, run_id) for run_id in comma_list(runs)] if runs else None
     progress = Progress(
         TextColumn("stacking"),
         BarColumn(),

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kit.cli.app import app
+from kit.cli.app import app, comma_list
 from kit.competition import load_competition
 from kit.console import console, err_console
 
@@ -183,7 +183,7 @@ def tune_command(
     from kit.tuning import parse_duration, tune, tuning_table
 
     comp = load_competition(competition)
-    names = [f.strip() for f in families.split(",") if f.strip()] if families else None
+    names = comma_list(families)
     title = f"{comp.name} tuning: {comp.metric} on fold 0 and CV on all folds (lower is better)"
     if show:
         table = tuning_table(comp, storage, names)
@@ -206,7 +206,7 @@ def tune_command(
             report=progress,
             seed=seed,
             pruner=pruner,
-            gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+            gpus=comma_list(gpus),
             workers=workers,
             heartbeat=heartbeat,
         )
