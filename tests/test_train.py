@@ -35,12 +35,18 @@ def write_tiny_competition(n_train: int = N_TRAIN, k: int = K_FOLDS, seed: int =
     comp = dataclasses.replace(
         load_competition("facial-keypoints"), name="tiny-fkd", input_size=SIZE
     )
-    images, points = make_faces(n_train + N_TEST, SIZE, seed=seed)
+    write_tiny_arrays(comp, n_train, N_TEST, k, seed)
+    return comp
+
+
+def write_tiny_arrays(comp: Competition, n_train: int, n_test: int, k: int, seed: int) -> None:
+    """Synthetic faces at comp.input_size into the cache (train + unlabelled test) and a k-fold
+    folds file (fold = row % k); every other training row keeps only the "eight" keypoints."""
+    images, points = make_faces(n_train + n_test, comp.input_size, seed=seed)
     keypoints = fkd15_from_68(points)
     eight = comp.subset_indices("eight")
-    sparse = np.arange(n_train) % 2 == 1
     others = [i for i in range(comp.num_keypoints) if i not in eight]
-    keypoints[np.ix_(np.flatnonzero(sparse), others)] = np.nan
+    keypoints[np.ix_(np.arange(1, n_train, 2), others)] = np.nan
     keypoints[n_train:] = np.nan  # the test split has no labels
 
     def split(rows: slice) -> KeypointData:
@@ -57,7 +63,6 @@ def write_tiny_competition(n_train: int = N_TRAIN, k: int = K_FOLDS, seed: int =
     pd.DataFrame({"id": ids, "fold": ids % k, "group": ids.astype(str)}).to_csv(
         ws.folds_csv, index=False
     )
-    return comp
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 import pytest
 from optuna.trial import TrialState
+from test_train import write_tiny_arrays
 
 from kit.competition import PATH_ENV, Competition, load_competition
-from kit.data.arrays import KeypointData, identity_transforms
-from kit.data.synthetic import fkd15_from_68, make_faces
+from kit.data.arrays import KeypointData
 from kit.errors import KitError
 from kit.training.loop import EpochReport
 from kit.training.runs import load_run
@@ -56,25 +55,7 @@ def write_tiny_competition(root: Path, n_train: int = N_TRAIN, seed: int = 0) ->
     comp = load_competition(NAME)
     assert comp.input_size == SIZE
 
-    images, points = make_faces(n_train + N_TEST, SIZE, seed=seed)
-    keypoints = fkd15_from_68(points)
-    eight = comp.subset_indices("eight")
-    others = [i for i in range(comp.num_keypoints) if i not in eight]
-    keypoints[np.ix_(np.arange(1, n_train, 2), others)] = np.nan
-    keypoints[n_train:] = np.nan  # the test split has no labels
-
-    def split(rows: slice) -> KeypointData:
-        n = len(images[rows])
-        ids = np.arange(n, dtype=np.int64)
-        return KeypointData(
-            images[rows], keypoints[rows], ids, ids.astype(str), identity_transforms(n)
-        )
-
-    split(slice(0, n_train)).save(comp.workspace.train_npz)
-    split(slice(n_train, None)).save(comp.workspace.test_npz)
-    ids = np.arange(n_train)
-    folds = pd.DataFrame({"id": ids, "fold": ids % K_FOLDS, "group": ids.astype(str)})
-    folds.to_csv(comp.workspace.folds_csv, index=False)
+    write_tiny_arrays(comp, n_train, N_TEST, K_FOLDS, seed)
     return comp
 
 
