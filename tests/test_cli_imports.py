@@ -24,9 +24,14 @@ REPORT_HEAVY = f"print(sorted(set({HEAVY!r}) & set(sys.modules)))"
 
 
 def run_python(code: str, work: Path) -> subprocess.CompletedProcess[str]:
+    return run_interpreter(["-c", code], work)
+
+
+def run_interpreter(args: list[str], work: Path) -> subprocess.CompletedProcess[str]:
+    """A fresh `python ARGS` from the repo root, with its own KIT_WORK."""
     env = {**os.environ, "KIT_WORK": str(work), "PYTHONPATH": str(REPO), "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -47,16 +52,7 @@ def test_importing_the_cli_loads_no_heavy_library(tmp_path: Path) -> None:
 
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
-    env = {**os.environ, "KIT_WORK": str(tmp_path), "PYTHONPATH": str(REPO), "COLUMNS": "120"}
-    done = subprocess.run(
-        [sys.executable, "-m", "kit", "--help"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_interpreter(["-m", "kit", "--help"], tmp_path)
     assert done.returncode == 0, done.stderr
     listed = {line.strip("│ ").split(" ", 1)[0] for line in done.stdout.splitlines()}
     assert set(COMMANDS) <= listed
