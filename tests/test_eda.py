@@ -11,7 +11,7 @@ from PIL import Image
 
 from kit.competition import Competition, load_competition
 from kit.data import duplicates as dup
-from kit.data.arrays import KeypointData, identity_transforms
+from kit.data.arrays import KeypointData
 from kit.data.eda import TRUTH_COLOUR, procrustes_outliers, run_eda, tile_size
 from kit.data.synthetic import fkd15_from_68, make_faces
 
@@ -46,7 +46,7 @@ def fkd_split(images: np.ndarray, points68: np.ndarray | None, first_id: int = 0
         else np.full((n, 15, 2), np.nan, np.float32)
     )
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    return KeypointData(images, keypoints, ids, ids.astype(str), identity_transforms(n))
+    return KeypointData.whole_images(images, keypoints, ids)
 
 
 # ---- duplicates --------------------------------------------------------------------------------

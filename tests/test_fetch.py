@@ -30,7 +30,7 @@ eyes = ["left_eye", "right_eye"]
 TOY_PLUGIN = """
 from pathlib import Path
 import numpy as np
-from kit.data.arrays import KeypointData, identity_transforms
+from kit.data.arrays import KeypointData
 from kit.errors import DataError
 
 def required_files(comp):
@@ -46,7 +46,7 @@ def _read(path, labelled):
     n = len(rows)
     kp = pts.reshape(n, 3, 2) if labelled else np.full((n, 3, 2), np.nan, np.float32)
     ids = np.arange(n)
-    return KeypointData(img.reshape(n, 8, 8), kp, ids, ids.astype(str), identity_transforms(n))
+    return KeypointData.whole_images(img.reshape(n, 8, 8), kp, ids)
 
 def load(raw_dir, comp):
     return _read(raw_dir / "train.txt", True), _read(raw_dir / "test.txt", False)

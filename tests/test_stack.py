@@ -15,7 +15,7 @@ import kit.console
 import kit.stack
 import kit.training.runs
 from kit.competition import Competition, load_competition
-from kit.data.arrays import KeypointData, identity_transforms
+from kit.data.arrays import KeypointData
 from kit.data.folds import write_folds
 from kit.errors import KitError
 from kit.fetch import fetch
@@ -85,11 +85,8 @@ def tiny_run(comp: Competition, **kwargs) -> kit.training.runs.RunResult:
 def arrays_data(truth: np.ndarray) -> KeypointData:
     """KeypointData of (N, K, 2) truth with blank 8x8 images (the stack reads no pixels here)."""
     n = len(truth)
-    ids = np.arange(n)
     images = np.zeros((n, 8, 8), np.uint8)
-    return KeypointData(
-        images, truth.astype(np.float32), ids, ids.astype(str), identity_transforms(n)
-    )
+    return KeypointData.whole_images(images, truth.astype(np.float32), np.arange(n))
 
 
 FKD = load_competition("facial-keypoints")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.data.arrays import KeypointData, identity_transforms
+from kit.data.arrays import KeypointData
 from kit.data.synthetic import fkd15_from_68, make_faces, sample_shapes
 from kit.errors import DataError
 from kit.workspace import write_text
@@ -96,7 +96,7 @@ def read_training(path: Path, comp: Competition) -> KeypointData:
     keypoints = _parse_keypoints(path, columns, coordinates)
     pixels = decode_images(path, images, comp.input_size, lambda i: f"row {i + 1}")
     ids = np.arange(len(rows), dtype=np.int64)
-    return KeypointData(pixels, keypoints, ids, ids.astype(str), identity_transforms(len(ids)))
+    return KeypointData.whole_images(pixels, keypoints, ids)
 
 
 def read_test(path: Path, comp: Competition) -> KeypointData:
@@ -121,7 +121,7 @@ def read_test(path: Path, comp: Competition) -> KeypointData:
     pixels = decode_images(path, images, comp.input_size, lambda i: f"{IMAGE_ID} {ids[i]}")
     n, k = len(ids), comp.num_keypoints
     keypoints = np.full((n, k, 2), np.nan, np.float32)
-    return KeypointData(pixels, keypoints, ids, ids.astype(str), identity_transforms(n))
+    return KeypointData.whole_images(pixels, keypoints, ids)
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[bytes]]:

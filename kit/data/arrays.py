@@ -58,6 +58,14 @@ class KeypointData:
         save_npz(path, **{name: getattr(self, name) for name in FIELDS})
 
     @classmethod
+    def whole_images(
+        cls, images: np.ndarray, keypoints: np.ndarray, ids: np.ndarray
+    ) -> KeypointData:
+        """Rows whose images are used whole, as FKD's: no crop (the identity map to original
+        pixels) and each row a group of its own (named by its id)."""
+        return cls(images, keypoints, ids, ids.astype(str), identity_transforms(len(ids)))
+
+    @classmethod
     def load(cls, path: Path) -> KeypointData:
         if not path.is_file():
             raise DataError("no cached arrays", path=path, hint="run `kit fetch` first")
