@@ -15,7 +15,6 @@ import io
 import json
 import re
 import shutil
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_ibug_reader import xml_faces  # the tests' own reading of a dlib XML
 
 from kit.cli import main
 from kit.competition import Competition, load_competition
@@ -74,24 +74,6 @@ def to_original_pixels(points: np.ndarray, boxes: np.ndarray, margin: float, siz
         corner, s = crop_of(box, margin, size)
         out[i] = (points[i] + 0.5) / s - 0.5 + corner
     return out
-
-
-def xml_faces(path: Path) -> list[dict]:
-    """file, box (left, top, w, h) and (68, 2) parts (if any) per box, in file order."""
-    faces = []
-    for image in ET.parse(path).getroot().iter("image"):
-        for box in image.iter("box"):
-            parts = sorted(box.iter("part"), key=lambda p: int(p.get("name")))
-            faces.append(
-                {
-                    "file": image.get("file"),
-                    "box": np.array(
-                        [float(box.get(k)) for k in ("left", "top", "width", "height")]
-                    ),
-                    "points": np.array([[float(p.get("x")), float(p.get("y"))] for p in parts]),
-                }
-            )
-    return faces
 
 
 def class_test_xml(faces: list[dict]) -> str:
