@@ -152,25 +152,29 @@ def test_more_trials_continue_the_study(comp: Competition) -> None:
 # ---------------------------------------------------------------- pruning
 
 
+class RecordingTrial:
+    """The part of optuna.Trial that FoldZeroReporter uses; prunes from step `prune_from`."""
+
+    number = 7
+
+    def __init__(self, prune_from: int | None = None) -> None:
+        self.prune_from = prune_from
+        self.reports: list[tuple[int, float]] = []
+        self.attrs: dict = {}
+
+    def report(self, value: float, step: int) -> None:
+        assert step not in dict(self.reports), "one value per step"
+        self.reports.append((step, value))
+
+    def should_prune(self) -> bool:
+        return self.prune_from is not None and self.reports[-1][0] >= self.prune_from
+
+    def set_user_attr(self, key: str, value) -> None:
+        self.attrs[key] = value
+
+
 def test_pruner_gets_one_value_per_step_at_schedule_progress(comp: Competition) -> None:
-    class Recorder:
-        number = 7
-
-        def __init__(self) -> None:
-            self.reports: list[tuple[int, float]] = []
-            self.attrs: dict = {}
-
-        def report(self, value: float, step: int) -> None:
-            assert step not in dict(self.reports), "one value per step"
-            self.reports.append((step, value))
-
-        def should_prune(self) -> bool:
-            return self.reports[-1][0] >= 50
-
-        def set_user_attr(self, key: str, value) -> None:
-            self.attrs[key] = value
-
-    trial = Recorder()
+    trial = RecordingTrial(prune_from=50)
     reporter = tuning_trials.FoldZeroReporter(trial, "sp", lambda _e: None)
     epoch = EpochReport
     reporter(epoch(0, "main", 1, 4, 1.0, 5.0, 5.0, 0.1))  # 25 %: marks 10, 20
@@ -181,30 +185,16 @@ def test_pruner_gets_one_value_per_step_at_schedule_progress(comp: Competition) 
     assert trial.reports == [(10, 5.0), (20, 5.0), (30, 4.0), (40, 4.0), (50, 4.0)]
     assert trial.attrs == {"epochs_run": 2}
 
-    last = Recorder()  # the last epoch is never pruned: the trial is already complete
+    # The last epoch is never pruned: the trial is already complete.
+    last = RecordingTrial(prune_from=50)
     reporter = tuning_trials.FoldZeroReporter(last, "sp", lambda _e: None)
     reporter(epoch(0, "main", 1, 1, 1.0, 3.0, 3.0, 0.1))
     assert [s for s, _ in last.reports] == list(studies.PROGRESS_MARKS)
 
 
 def test_a_trial_that_would_overrun_the_timeout_stops_at_an_epoch_end() -> None:
-    class Recorder:
-        number = 3
-
-        def __init__(self) -> None:
-            self.attrs: dict = {}
-
-        def report(self, value: float, step: int) -> None:
-            pass
-
-        def should_prune(self) -> bool:
-            return False
-
-        def set_user_attr(self, key: str, value) -> None:
-            self.attrs[key] = value
-
     now = [0.0]
-    trial = Recorder()
+    trial = RecordingTrial()
     # 10 epochs at 10 s each: after epoch e the rest ends at 10 * e + 10 * (10 - e) = 100 s.
     reporter = tuning_trials.FoldZeroReporter(
         trial, "sp", lambda _e: None, deadline=95.0, clock=lambda: now[0]
@@ -215,7 +205,7 @@ def test_a_trial_that_would_overrun_the_timeout_stops_at_an_epoch_end() -> None:
     assert trial.attrs == {"epochs_run": 1, "stopped_by": "timeout"}
 
     on_time = tuning_trials.FoldZeroReporter(
-        Recorder(), "sp", lambda _e: None, deadline=100.0, clock=lambda: now[0]
+        RecordingTrial(), "sp", lambda _e: None, deadline=100.0, clock=lambda: now[0]
     )
     on_time(EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))  # ends exactly at 100 s
     now[0] = 200.0
