@@ -62,7 +62,8 @@ def test_two_workers_share_a_sqlite_study(comp: Competition) -> None:  # noqa: F
     check_shared_without_duplicates(study, comp)
     # The parent process then trained the best trial on all folds.
     (best,) = result.best_runs["sp"]
-    winner = min((t for t in study.get_trials() if t.value is not None), key=lambda t: t.value)
+    # Only finished trials compete (a pruned trial keeps an intermediate value).
+    winner = min(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
     assert best.run_id == winner.user_attrs["run_id"]
     assert best.manifest["folds"]["trained"] == [0, 1] and best.resumed_folds == [0]
     logs = sorted((comp.workspace.root / "tune-logs").glob("worker-*.log"))

@@ -32,7 +32,8 @@ from kit.training.targets import plan_targets
 from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
 
 # Trial errors that fail one trial but not the study: divergence, a bad config, GPU OOM.
-TRIAL_ERRORS = (KitError, torch.OutOfMemoryError)
+# (torch.cuda's name for it: the top-level alias of the same class needs torch >= 2.5.)
+TRIAL_ERRORS = (KitError, torch.cuda.OutOfMemoryError)
 
 
 @dataclass
