@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated work folder per test, the CLI runner, and ../shared data."""
+"""Shared fixtures: an isolated work folder per test, the CLI runner, ../shared data, and the
+torch device of the tests marked `device` (`pytest -m device --device cuda` runs them on a GPU)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from kit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="torch device for the tests marked `device`: cpu (default), cuda, cuda:N or mps",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The --device of this session; an unavailable one stops the session with one line."""
+    from kit.errors import KitError
+    from kit.training.loop import resolve_device
+
+    try:
+        return resolve_device(request.config.getoption("--device"))
+    except KitError as exc:
+        raise pytest.UsageError(f"--device: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def close(device: torch.device) -> dict[str, float]:
+    """assert_allclose tolerances for predictions repeated on --device: exact-ish in fp32 on a
+    CPU, looser on CUDA, where kit runs in bf16 and cuDNN may pick other kernels."""
+    return {"atol": 1e-4} if device.type == "cpu" else {"atol": 2e-2, "rtol": 1e-3}
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ def dot_images(points: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 
 def centroids(images: torch.Tensor) -> torch.Tensor:
     """(B, K, S, S) -> (B, K, 2) intensity-weighted centre of each channel, in pixels."""
-    grid = torch.arange(images.shape[-1], dtype=torch.float32)
+    grid = torch.arange(images.shape[-1], dtype=torch.float32, device=images.device)
     mass = images.sum(dim=(-2, -1))
     x = (images.sum(dim=-2) * grid).sum(-1) / mass
     y = (images.sum(dim=-1) * grid).sum(-1) / mass
@@ -40,12 +40,19 @@ def jittered_batch(seed: int = 0) -> torch.Tensor:
     return POINTS + torch.rand(BATCH, *POINTS.shape, generator=g) * 2 - 1
 
 
-def assert_dots_follow(cfg: AugmentConfig, seed: int = 0, tolerance: float = 0.15) -> torch.Tensor:
-    """Augment dot images; every channel's dot must sit on its (relabelled) keypoint."""
-    points = jittered_batch(seed)
-    gen = torch.Generator().manual_seed(seed)
-    images, moved = augment_batch(dot_images(points), points, FLIP_PERM, cfg, generator=gen)
-    found = centroids(images)
+def assert_dots_follow(
+    cfg: AugmentConfig,
+    seed: int = 0,
+    tolerance: float = 0.15,
+    device: torch.device = torch.device("cpu"),  # noqa: B008  (immutable)
+) -> torch.Tensor:
+    """Augment dot images on `device`; every channel's dot must sit on its (relabelled) keypoint."""
+    points = jittered_batch(seed).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    images, moved = augment_batch(
+        dot_images(points.cpu()).to(device), points, FLIP_PERM.to(device), cfg, generator=gen
+    )
+    found, moved = centroids(images).cpu(), moved.cpu()
     # A mirrored image has channel 0's dot (a left point) to the right of channel 1's, and
     # keypoint i is then the old keypoint perm[i], whose dot is in channel perm[i].
     flipped = (found[:, 0, 0] > found[:, 1, 0])[:, None]
@@ -54,8 +61,9 @@ def assert_dots_follow(cfg: AugmentConfig, seed: int = 0, tolerance: float = 0.1
     return moved
 
 
-def test_flip_moves_dots_with_relabelled_keypoints() -> None:
-    moved = assert_dots_follow(AugmentConfig(flip=1.0))
+@pytest.mark.device
+def test_flip_moves_dots_with_relabelled_keypoints(device: torch.device) -> None:
+    moved = assert_dots_follow(AugmentConfig(flip=1.0), device=device)
     points = jittered_batch(0)
     # Mirroring about the centre, then swapping labels: x' = S - 1 - x of the partner.
     assert torch.allclose(moved[..., 0], SIZE - 1 - points[:, FLIP_PERM, 0], atol=1e-5)
@@ -73,7 +81,8 @@ def test_flip_twice_is_the_identity() -> None:
     assert torch.allclose(twice_points, points, atol=1e-5)
 
 
-def test_exact_30_degree_rotation_lands_on_the_dot() -> None:
+@pytest.mark.device
+def test_exact_30_degree_rotation_lands_on_the_dot(device: torch.device) -> None:
     angle = math.radians(30)
     rotation = torch.tensor(
         [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]
@@ -81,9 +90,11 @@ def test_exact_30_degree_rotation_lands_on_the_dot() -> None:
     points = POINTS[None]
     centre = (SIZE - 1) / 2
     images, moved = apply_affine(
-        dot_images(points), points, FLIP_PERM, torch.zeros(1, dtype=torch.bool),
-        rotation[None], torch.zeros(1, 2),
+        dot_images(points).to(device), points.to(device), FLIP_PERM.to(device),
+        torch.zeros(1, dtype=torch.bool, device=device), rotation[None].to(device),
+        torch.zeros(1, 2, device=device),
     )  # fmt: skip
+    images, moved = images.cpu(), moved.cpu()
     expected = (points - centre) @ rotation.T + centre
     assert torch.allclose(moved, expected, atol=1e-5)
     assert torch.allclose(centroids(images), moved, atol=0.1)
@@ -105,8 +116,11 @@ def test_exact_30_degree_rotation_lands_on_the_dot() -> None:
     ],
     ids=["rotate", "shift+scale", "all"],
 )
-def test_random_affine_keeps_keypoints_on_the_dots(cfg: AugmentConfig) -> None:
-    moved = assert_dots_follow(cfg, seed=3)
+@pytest.mark.device
+def test_random_affine_keeps_keypoints_on_the_dots(
+    cfg: AugmentConfig, device: torch.device
+) -> None:
+    moved = assert_dots_follow(cfg, seed=3, device=device)
     # A real transform happened, and a different one per sample.
     displacement = (moved - jittered_batch(3)).norm(dim=-1).mean(dim=-1)
     assert displacement.min() > 0.1

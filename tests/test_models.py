@@ -74,13 +74,15 @@ def test_model_hyperparameters_change_the_architecture() -> None:
     assert create_model("heatmap", 15, 96, stride=1, depth=3).codec.output_shape == (15, 96, 96)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("name", FAMILIES)
-def test_one_step_reduces_the_loss(name: str) -> None:
+def test_one_step_reduces_the_loss(name: str, device: torch.device) -> None:
     torch.manual_seed(0)
-    model = create_model(name, num_keypoints=15, input_size=64)
-    images = torch.rand(4, 1, 64, 64)
+    model = create_model(name, num_keypoints=15, input_size=64).to(device)
+    images = torch.rand(4, 1, 64, 64).to(device)
     keypoints = random_keypoints(4, 15, 64)
     keypoints[0, 3] = float("nan")
+    keypoints = keypoints.to(device)
     targets, mask = model.codec.encode(keypoints)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -97,12 +99,13 @@ def test_one_step_reduces_the_loss(name: str) -> None:
     assert torch.isfinite(before) and after < before
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("name", FAMILIES)
-def test_models_run_channels_last_and_under_bf16_autocast(name: str) -> None:
-    model = create_model(name, 5, 64).to(memory_format=torch.channels_last)
-    images = torch.rand(2, 1, 64, 64).contiguous(memory_format=torch.channels_last)
-    targets, mask = model.codec.encode(random_keypoints(2, 5, 64))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def test_models_run_channels_last_and_under_bf16_autocast(name: str, device: torch.device) -> None:
+    model = create_model(name, 5, 64).to(device, memory_format=torch.channels_last)
+    images = torch.rand(2, 1, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    targets, mask = model.codec.encode(random_keypoints(2, 5, 64).to(device))
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         output = model(images)
         loss = model.codec.loss(output, targets, mask)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -177,15 +180,16 @@ CODECS = {
 }
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("make_codec", CODECS.values(), ids=CODECS.keys())
-def test_masked_loss_ignores_missing_keypoints(make_codec) -> None:
-    codec = make_codec()
+def test_masked_loss_ignores_missing_keypoints(make_codec, device: torch.device) -> None:
+    codec = make_codec().to(device)
     keypoints = random_keypoints(3, 5, 32)
     keypoints[0, 1] = float("nan")
     keypoints[2, 4] = float("nan")
-    targets, mask = codec.encode(keypoints)
+    targets, mask = codec.encode(keypoints.to(device))
     assert mask.sum() == 13 and not mask[0, 1] and not mask[2, 4]
-    output = torch.randn(3, *codec.output_shape, requires_grad=True)
+    output = torch.randn(3, *codec.output_shape, device=device, requires_grad=True)
 
     loss = codec.loss(output, targets, mask)
     changed = targets.clone()
@@ -199,12 +203,13 @@ def test_masked_loss_ignores_missing_keypoints(make_codec) -> None:
     assert (grad[mask].abs().sum(-1) > 0).all()
 
 
-def test_regression_loss_averages_over_labelled_coordinates() -> None:
-    codec = RegressionCodec(4, 32, loss="mse")
+@pytest.mark.device
+def test_regression_loss_averages_over_labelled_coordinates(device: torch.device) -> None:
+    codec = RegressionCodec(4, 32, loss="mse").to(device)
     keypoints = random_keypoints(2, 4, 32)
     keypoints[1, 1:] = float("nan")  # 5 labelled keypoints = 10 coordinates out of 16
-    targets, mask = codec.encode(keypoints)
-    output = torch.randn(2, 8)
+    targets, mask = codec.encode(keypoints.to(device))
+    output = torch.randn(2, 8, device=device)
     squared = (output.reshape(2, 4, 2) - targets) ** 2
     expected = squared[mask].sum() / 10
     assert codec.loss(output, targets, mask).item() == pytest.approx(expected.item(), rel=1e-6)
@@ -212,9 +217,10 @@ def test_regression_loss_averages_over_labelled_coordinates() -> None:
     assert codec.loss(output, targets, none).item() == 0.0
 
 
-def test_heatmap_loss_is_smallest_at_the_truth() -> None:
-    codec = HeatmapCodec(3, 32, stride=2, sigma=2.0)
-    targets, mask = codec.encode(random_keypoints(2, 3, 32))
+@pytest.mark.device
+def test_heatmap_loss_is_smallest_at_the_truth(device: torch.device) -> None:
+    codec = HeatmapCodec(3, 32, stride=2, sigma=2.0).to(device)
+    targets, mask = codec.encode(random_keypoints(2, 3, 32).to(device))
     exact = torch.log(codec.heatmaps(targets).clamp_min(1e-30))
     shifted = torch.log(codec.heatmaps(targets + 1.0).clamp_min(1e-30))
     assert codec.loss(exact, targets, mask) < 1e-3

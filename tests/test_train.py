@@ -71,14 +71,18 @@ def run_tiny(comp: Competition, **kwargs) -> runs.RunResult:
     overrides = {**TINY, **kwargs.pop("overrides", {})}
     kwargs.setdefault("epochs", 2)
     kwargs.setdefault("pictures", False)
-    return train_run(comp, "sp", overrides, device="cpu", **kwargs)
+    kwargs.setdefault("device", "cpu")
+    return train_run(comp, "sp", overrides, **kwargs)
 
 
 # ---------------------------------------------------------------- OOF integrity
 
 
-def test_oof_covers_every_row_once_by_its_own_fold_model(comp: Competition) -> None:
-    result = run_tiny(comp, pictures=True)
+@pytest.mark.device
+def test_oof_covers_every_row_once_by_its_own_fold_model(
+    comp: Competition, device: torch.device, close: dict
+) -> None:
+    result = run_tiny(comp, pictures=True, device=str(device))
     data = KeypointData.load(comp.workspace.train_npz)
     folds = np.arange(N_TRAIN) % K_FOLDS
     assert result.oof.shape == (N_TRAIN, 15, 2)
@@ -88,18 +92,17 @@ def test_oof_covers_every_row_once_by_its_own_fold_model(comp: Competition) -> N
 
     # Each OOF row is exactly what its own fold's checkpoint predicts (with flip TTA).
     perm = comp.flip_permutation()
-    images = torch.from_numpy(data.images).unsqueeze(1)
+    images = torch.from_numpy(data.images).unsqueeze(1).to(device)
+    test_images = torch.from_numpy(KeypointData.load(comp.workspace.test_npz).images)
+    test_images = test_images.unsqueeze(1).to(device)
     tests = []
     for fold in range(K_FOLDS):
-        model = load_fold_model(result.path, fold)
+        model = load_fold_model(result.path, fold, device=str(device))
         rows = np.flatnonzero(folds == fold)
-        pred = predict_rows(model, images, rows, torch.device("cpu"), flip_perm=perm)
-        np.testing.assert_allclose(result.oof[rows], pred, atol=1e-4)
-        test_images = torch.from_numpy(KeypointData.load(comp.workspace.test_npz).images)
-        tests.append(
-            predict_rows(model, test_images.unsqueeze(1), None, torch.device("cpu"), flip_perm=perm)
-        )
-    np.testing.assert_allclose(result.test, np.mean(tests, axis=0), atol=1e-4)
+        pred = predict_rows(model, images, rows, device, flip_perm=perm)
+        np.testing.assert_allclose(result.oof[rows], pred, **close)
+        tests.append(predict_rows(model, test_images, None, device, flip_perm=perm))
+    np.testing.assert_allclose(result.test, np.mean(tests, axis=0), **close)
 
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert manifest["folds"] | {"file": None, "sha256": None} == {
@@ -134,8 +137,11 @@ def test_oof_assembler_rejects_a_leak_a_duplicate_and_a_gap() -> None:
     assert np.array_equal(gap.finish([0])[1], [0, -1, -1, 0, -1, -1])
 
 
-def test_a_tampered_fold_artifact_fails_the_leak_assertion(comp: Competition) -> None:
-    result = run_tiny(comp, folds=2)
+@pytest.mark.device
+def test_a_tampered_fold_artifact_fails_the_leak_assertion(
+    comp: Competition, device: torch.device
+) -> None:
+    result = run_tiny(comp, folds=2, device=str(device))
     with np.load(result.path / "fold-0.npz") as z:
         arrays = dict(z)
     arrays["rows"][0] = 1  # row 1 is in fold 1: fold 0's model trained on it
@@ -143,12 +149,13 @@ def test_a_tampered_fold_artifact_fails_the_leak_assertion(comp: Competition) ->
         np.savez(f, **arrays)
     (result.path / "manifest.json").unlink()
     with pytest.raises(OofLeakError, match="OOF leak"):
-        run_tiny(comp, folds=2)
+        run_tiny(comp, folds=2, device=str(device))
 
 
-def test_flip_tta_unflips_and_permutes_back() -> None:
+@pytest.mark.device
+def test_flip_tta_unflips_and_permutes_back(device: torch.device) -> None:
     width = 10
-    perm = torch.tensor([1, 0, 2])  # keypoints 0 and 1 are left/right partners
+    perm = torch.tensor([1, 0, 2], device=device)  # keypoints 0 and 1 are left/right partners
 
     def bright_pixels(images: torch.Tensor) -> torch.Tensor:
         """A perfect 'model': keypoint 0 = leftmost bright pixel, 1 = rightmost, 2 = dimmer one."""
@@ -158,22 +165,22 @@ def test_flip_tta_unflips_and_permutes_back() -> None:
             y2, x2 = torch.nonzero(img == 0.5, as_tuple=True)
             left, right = xs.argmin(), xs.argmax()
             out.append([[xs[left], ys[left]], [xs[right], ys[right]], [x2[0], y2[0]]])
-        return torch.tensor(out, dtype=torch.float32)
+        return torch.tensor(out, dtype=torch.float32, device=images.device)
 
     images = torch.zeros(2, 1, width, width)
     images[0, 0, 3, 2] = images[0, 0, 5, 7] = 1.0
     images[0, 0, 8, 6] = 0.5
     images[1, 0, 1, 1] = images[1, 0, 2, 9] = 1.0
     images[1, 0, 4, 4] = 0.5
-    truth = bright_pixels(images)
-    np.testing.assert_allclose(predict_with_flip(bright_pixels, images, perm), truth)
+    images = images.to(device)
+    truth = bright_pixels(images).cpu()
+    np.testing.assert_allclose(predict_with_flip(bright_pixels, images, perm).cpu(), truth)
     # A model with a constant bias b in x: TTA cancels it (x + b and x - b average to x).
-    biased = predict_with_flip(
-        lambda im: bright_pixels(im) + torch.tensor([1.5, 0.0]), images, perm
-    )
-    np.testing.assert_allclose(biased, truth + torch.tensor([0.0, 0.0]))
+    bias = torch.tensor([1.5, 0.0], device=device)
+    biased = predict_with_flip(lambda im: bright_pixels(im) + bias, images, perm)
+    np.testing.assert_allclose(biased.cpu(), truth)
     mirrored = bright_pixels(images.flip(-1))
-    np.testing.assert_allclose(unflip(mirrored, perm, width), truth)
+    np.testing.assert_allclose(unflip(mirrored, perm, width).cpu(), truth)
 
 
 # ---------------------------------------------------------------- target sets
@@ -252,25 +259,30 @@ def test_impute_target_set_fills_training_labels_per_fold(comp: Competition) -> 
 # ---------------------------------------------------------------- resume and reuse
 
 
-def test_interrupted_run_resumes_at_the_next_fold(comp: Competition) -> None:
+@pytest.mark.device
+def test_interrupted_run_resumes_at_the_next_fold(comp: Competition, device: torch.device) -> None:
+    """One-epoch folds on --device: a run stopped in fold 1 resumes there, keeping fold 0."""
+
     def stop_at_fold_one(report) -> None:
         if report.fold == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_tiny(comp, on_epoch=stop_at_fold_one)
+        run_tiny(comp, epochs=1, device=str(device), on_epoch=stop_at_fold_one)
     [path] = list(comp.workspace.runs.iterdir())
     assert runs.done_folds(path) == [0] and not (path / "manifest.json").exists()
     before = (path / "fold-0.pt").stat().st_mtime_ns, (path / "fold-0.done.json").read_text()
     trained: list[int] = []
-    result = run_tiny(comp, on_epoch=lambda r: trained.append(r.fold))
+    result = run_tiny(comp, epochs=1, device=str(device), on_epoch=lambda r: trained.append(r.fold))
     assert result.path == path and result.resumed_folds == [0] and result.trained_folds == [1, 2]
     assert set(trained) == {1, 2}
     after = (path / "fold-0.pt").stat().st_mtime_ns, (path / "fold-0.done.json").read_text()
     assert before == after
     assert np.isfinite(result.oof).all() and result.manifest["folds"]["complete"]
 
-    again = run_tiny(comp, on_epoch=lambda r: pytest.fail("a finished run was retrained"))
+    again = run_tiny(
+        comp, epochs=1, device=str(device), on_epoch=lambda r: pytest.fail("retrained")
+    )
     assert again.reused and again.run_id == result.run_id
     assert again.cv_score == result.cv_score
 

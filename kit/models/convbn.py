@@ -13,6 +13,7 @@ from torch import nn
 from kit.models.codec import RegressionCodec
 from kit.models.layers import flat_features, init_weights, regression_head
 from kit.models.registry import (
+    CPU_SPEED,
     SEED_RECIPE,
     KeypointModel,
     register_model,
@@ -49,6 +50,7 @@ def convbn_space(trial: Any) -> dict[str, Any]:
     },
     train_defaults=dict(SEED_RECIPE),
     search_space=convbn_space,
+    cpu_speed=CPU_SPEED,
 )
 def build_convbn(
     num_keypoints: int,

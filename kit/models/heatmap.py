@@ -24,6 +24,7 @@ from kit.errors import KitError
 from kit.models.codec import HeatmapCodec
 from kit.models.layers import BasicBlock, conv_bn_act, init_weights
 from kit.models.registry import (
+    CPU_SPEED,
     MODERN_RECIPE,
     KeypointModel,
     augment_space,
@@ -105,6 +106,7 @@ def heatmap_space(trial: Any) -> dict[str, Any]:
     },
     train_defaults=train_recipe(MODERN_RECIPE, lr=2e-3, weight_decay=1e-2),
     search_space=heatmap_space,
+    cpu_speed=CPU_SPEED,
 )
 def build_heatmap(
     num_keypoints: int,

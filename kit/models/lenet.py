@@ -14,6 +14,7 @@ from torch import nn
 from kit.models.codec import RegressionCodec
 from kit.models.layers import flat_features, init_weights, regression_head
 from kit.models.registry import (
+    CPU_SPEED,
     SEED_RECIPE,
     KeypointModel,
     register_model,
@@ -38,6 +39,7 @@ def lenet_space(trial: Any) -> dict[str, Any]:
     model_defaults={"width": 1, "dropout": 0.0, "loss": "mse"},
     train_defaults=dict(SEED_RECIPE),
     search_space=lenet_space,
+    cpu_speed=CPU_SPEED,
 )
 def build_lenet(
     num_keypoints: int, input_size: int, width: float, dropout: float, loss: str

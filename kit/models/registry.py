@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 HEADS = ("regression", "heatmap")
 SIZE_ARGS = ("num_keypoints", "input_size")
+# What a family may declare faster on a CPU than the plain default (kit.training.speed.Speed).
+CPU_SPEED_KEYS = ("channels_last", "bf16", "compile")
+# Measured on a 2-core AVX2 CPU (benchmarks/train_throughput.py, docs/benchmarks.md "CPU speed"):
+# channels_last trained every family 9-44 % faster; bf16 autocast was 4-15x slower (no native
+# bf16); torch.compile ranged from -28 % to +25 % and cost 11-63 s of compiling per process and
+# shape. All five families declare this; a family that measures otherwise declares its own.
+CPU_SPEED: dict[str, bool] = {"channels_last": True}
 
 
 class KeypointModel(nn.Module):
@@ -67,6 +74,7 @@ class ModelFamily:
     train_defaults: dict[str, Any]
     search_space: Callable[[optuna.Trial], dict[str, Any]]
     builder: Callable[..., KeypointModel] = field(repr=False)
+    cpu_speed: dict[str, bool] = field(default_factory=dict)  # measured CPU winners
 
     def split(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Split flat hyperparameters into (model, train) by which defaults declare each key."""
@@ -155,8 +163,14 @@ def register_model(
     model_defaults: dict[str, Any],
     train_defaults: dict[str, Any],
     search_space: Callable[[optuna.Trial], dict[str, Any]],
+    cpu_speed: dict[str, bool] | None = None,
 ) -> Callable[[Callable[..., KeypointModel]], Callable[..., KeypointModel]]:
-    """Decorator registering a builder ``(num_keypoints, input_size, **model_hparams)``."""
+    """Decorator registering a builder ``(num_keypoints, input_size, **model_hparams)``.
+
+    `cpu_speed` names the speed settings that `benchmarks/cpu_speed.py` measured faster for
+    this family on a CPU (e.g. ``{"channels_last": True}``); "auto" settings use them there.
+    """
+    cpu_speed = dict(cpu_speed or {})
 
     def decorator(builder: Callable[..., KeypointModel]) -> Callable[..., KeypointModel]:
         if name in _REGISTRY:
@@ -172,8 +186,15 @@ def register_model(
         shared = sorted(set(model_defaults) & set(train_defaults))
         if shared:
             raise KitError(f"model {name!r}: {shared} are both model and train hyperparameters")
+        if set(cpu_speed) - set(CPU_SPEED_KEYS) or not all(
+            isinstance(v, bool) for v in cpu_speed.values()
+        ):
+            raise KitError(
+                f"model {name!r}: cpu_speed {cpu_speed!r} must map "
+                f"{', '.join(CPU_SPEED_KEYS)} to true or false"
+            )
         _REGISTRY[name] = ModelFamily(
-            name, head, dict(model_defaults), dict(train_defaults), search_space, builder
+            name, head, dict(model_defaults), dict(train_defaults), search_space, builder, cpu_speed
         )
         return builder
 

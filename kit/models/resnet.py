@@ -23,6 +23,7 @@ from kit.errors import KitError
 from kit.models.codec import RegressionCodec
 from kit.models.layers import conv_bn_act, flat_features, init_weights, regression_head, res_stage
 from kit.models.registry import (
+    CPU_SPEED,
     MODERN_RECIPE,
     KeypointModel,
     augment_space,
@@ -71,6 +72,7 @@ def resnet_space(trial: Any) -> dict[str, Any]:
     },
     train_defaults=train_recipe(MODERN_RECIPE, lr=4e-3, weight_decay=0.05),
     search_space=resnet_space,
+    cpu_speed=CPU_SPEED,
 )
 def build_resnet(
     num_keypoints: int,

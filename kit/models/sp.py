@@ -14,6 +14,7 @@ from torch import nn
 from kit.models.codec import RegressionCodec
 from kit.models.layers import flat_features, init_weights, regression_head
 from kit.models.registry import (
+    CPU_SPEED,
     SEED_RECIPE,
     KeypointModel,
     register_model,
@@ -43,6 +44,7 @@ def sp_space(trial: Any) -> dict[str, Any]:
     model_defaults={"hidden": 500, "dropout": 0.0, "loss": "mse"},
     train_defaults=train_recipe(SEED_RECIPE, optimizer="sgd", lr=0.01, batch_size=128),
     search_space=sp_space,
+    cpu_speed=CPU_SPEED,
 )
 def build_sp(
     num_keypoints: int, input_size: int, hidden: int, dropout: float, loss: str

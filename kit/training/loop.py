@@ -29,7 +29,8 @@ from kit.metrics import primary
 from kit.models import create_model, get_family, list_models
 from kit.models.registry import KeypointModel
 from kit.training.augment import AugmentConfig, augment_batch
-from kit.training.predict import autocast, predict_rows
+from kit.training.predict import predict_rows
+from kit.training.speed import SPEED_DEFAULTS, Speed, family_cpu_speed, validate_speed
 from kit.training.targets import DEFAULT_R2_THRESHOLD, SubModel
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
@@ -48,7 +49,7 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "patience": 10,  # epochs without a better validation score; 0 = no early stopping
     "seed": 0,
     "tta": True,  # horizontal-flip test-time augmentation for OOF and test predictions
-    "compile": False,  # torch.compile (CUDA only)
+    **SPEED_DEFAULTS,  # channels_last, precision, compile (kit.training.speed)
     "eval_batch_size": 256,
     "impute_r2": DEFAULT_R2_THRESHOLD,  # used by --target-set impute
 }
@@ -135,6 +136,7 @@ def _validate_train(train: dict[str, Any]) -> None:
             raise KitError(f"setting {key} must be a positive integer, got {train[key]!r}")
     if not train["lr"] > 0:
         raise KitError(f"setting lr must be positive, got {train['lr']!r}")
+    validate_speed(train)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -227,6 +229,7 @@ EpochCallback = Callable[[EpochReport], None]
 @dataclass
 class FitResult:
     model: KeypointModel  # best weights loaded, eval mode
+    speed: Speed = field(default_factory=Speed)  # how it ran (predict the same way)
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = float("nan")
@@ -291,14 +294,20 @@ def make_scheduler(
     )
 
 
+def run_speed(config: RunConfig, device: torch.device) -> Speed:
+    """The config's speed settings on `device`, "auto" resolved (kit.training.speed)."""
+    return Speed.resolve(config.train, device, family_cpu_speed(config.family))
+
+
 def build_model(
-    comp: Competition, config: RunConfig, keypoints: tuple[int, ...], device: torch.device
+    comp: Competition,
+    config: RunConfig,
+    keypoints: tuple[int, ...],
+    device: torch.device,
+    speed: Speed,
 ) -> KeypointModel:
     model = create_model(config.family, len(keypoints), comp.input_size, **config.model)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return speed.prepare(model.to(device))
 
 
 @dataclass
@@ -315,6 +324,7 @@ class Trainer:
     batch_size: int
     shuffle: torch.Generator
     augment_generator: torch.Generator
+    speed: Speed
     step_model: torch.nn.Module  # the model, or its torch.compile wrapper
 
     @classmethod
@@ -329,10 +339,10 @@ class Trainer:
     ) -> Trainer:
         train = config.train
         seed_everything(seed)
-        model = build_model(comp, config, keypoints, device)
+        speed = run_speed(config, device)
+        model = build_model(comp, config, keypoints, device, speed)
         batch_size = min(int(train["batch_size"]), train_rows)
         optimizer = make_optimizer(model, train)
-        compiled = train["compile"] and device.type == "cuda"
         return cls(
             model=model,
             optimizer=optimizer,
@@ -344,7 +354,8 @@ class Trainer:
             batch_size=batch_size,
             shuffle=torch.Generator().manual_seed(seed),
             augment_generator=torch.Generator(device=device).manual_seed(seed + 1),
-            step_model=torch.compile(model) if compiled else model,
+            speed=speed,
+            step_model=torch.compile(model) if speed.compile else model,
         )
 
     def epoch(self, data: DeviceData, rows: Tensor) -> float:
@@ -368,10 +379,9 @@ class Trainer:
         images, points = augment_batch(
             images, points, self.flip_perm, self.augment, generator=self.augment_generator
         )
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.speed.layout(images)
         targets, mask = self.model.codec.encode(points)
-        with autocast(self.device):
+        with self.speed.autocast(self.device):
             output = self.step_model(images)
         loss = self.model.codec.loss(output, targets, mask)
         self.optimizer.zero_grad(set_to_none=True)
@@ -413,7 +423,7 @@ def fit(
     model.codec.set_prior(data.keypoints[rows][:, trainer.columns].nanmean(dim=0))
     scored = list(sub.contributes)
     scored_cols = [sub.keypoints.index(k) for k in scored]
-    result = FitResult(model=model)
+    result = FitResult(model=model, speed=trainer.speed)
     best_state: dict[str, Tensor] | None = None
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -425,7 +435,9 @@ def fit(
                 hint="lower lr (--set lr=...) or raise warmup_epochs",
             )
         batch = int(train["eval_batch_size"])
-        pred = predict_rows(model, data.images, val_rows, device, batch_size=batch)
+        pred = predict_rows(
+            model, data.images, val_rows, device, batch_size=batch, speed=trainer.speed
+        )
         score = primary(comp, pred[:, scored_cols], val_truth, keypoints=scored)
         if _improves(score, result.best_score):
             result.best_score, result.best_epoch = score, epoch

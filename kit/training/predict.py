@@ -6,18 +6,11 @@ put each keypoint back in its own column (left and right swap under a flip), and
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA; a no-op elsewhere (CPU bf16 is slower, MPS lacks it)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from kit.training.speed import Speed, family_cpu_speed
 
 
 def unflip(points: Tensor, flip_perm: Tensor, width: int) -> Tensor:
@@ -45,9 +38,12 @@ def predict_rows(
     *,
     batch_size: int = 256,
     flip_perm: list[int] | None = None,
+    speed: Speed | None = None,
 ) -> np.ndarray:
     """(n, K, 2) float32 input-pixel predictions of `model` for `rows` of uint8 `images`
-    (N, 1, S, S) on `device` (all rows if None); flip TTA when `flip_perm` is given."""
+    (N, 1, S, S) on `device` (all rows if None); flip TTA when `flip_perm` is given.
+    `speed` is how the model ran in training (default: its family's "auto" settings)."""
+    speed = speed or Speed.auto(device, family_cpu_speed(getattr(model, "family", "")))
     was_training = model.training
     model.eval()
     index = (
@@ -58,10 +54,8 @@ def predict_rows(
     perm = None if flip_perm is None else torch.tensor(flip_perm, dtype=torch.long, device=device)
 
     def predict(batch: Tensor) -> Tensor:
-        if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            output = model(batch)
+        with speed.autocast(device):
+            output = model(speed.layout(batch))
         return model.codec.decode(output).float()
 
     chunks = []

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from kit.training.loop import (
     flip_permutation,
     resolve_config,
     resolve_device,
+    run_speed,
 )
 from kit.training.predict import predict_rows
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets
@@ -314,12 +315,12 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         )
         perm = flip_permutation(comp, sub.keypoints) if config.train["tta"] else None
         batch = int(config.train["eval_batch_size"])
-        oof_parts[sub.name] = predict_rows(
-            result.model, ctx.images, val_rows, ctx.device, batch_size=batch, flip_perm=perm
-        )
-        test_parts[sub.name] = predict_rows(
-            result.model, ctx.test_images, None, ctx.device, batch_size=batch, flip_perm=perm
-        )
+        predict = partial(
+            predict_rows, result.model, device=ctx.device, batch_size=batch, flip_perm=perm,
+            speed=result.speed,
+        )  # fmt: skip
+        oof_parts[sub.name] = predict(ctx.images, val_rows)
+        test_parts[sub.name] = predict(ctx.test_images, None)
         states[sub.name] = {k: v.cpu() for k, v in result.model.state_dict().items()}
         subs[sub.name] = {
             "seed": seed,
@@ -340,6 +341,7 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         "submodels": subs,
         "imputation": imputed,
         "device": str(ctx.device),
+        "speed": run_speed(config, ctx.device).to_dict(),
         "seconds": time.perf_counter() - started,
     }
     _save_fold(ctx, fold, states, val_rows, oof, test, record)
@@ -438,6 +440,7 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
         "wall_seconds": wall,
         "device": str(ctx.device),
         "fold_devices": {str(r["fold"]): r["device"] for r in records},
+        "fold_speeds": {str(r["fold"]): r["speed"] for r in records},
         "torch": torch.__version__,
         "kit": kit.__version__,
         "code_sha256": ctx.inputs["code"],
