@@ -173,28 +173,34 @@ def step_packages(settings: Settings) -> dict[str, Any]:
 
 def install_missing(wheels: Path = WHEELS) -> dict[str, Any]:
     """The wheels of every distribution this Python lacks, then kit, both --no-deps into a fresh
-    SITE (on PYTHONPATH for this process and its children). Needs no torch."""
+    SITE (on PYTHONPATH for this process and its children). Needs no torch. kit runs from the
+    repo even when its own install fails, so that failure is recorded, not raised."""
     lacking = [name for name in MISSING_THERE if importlib.util.find_spec(name) is None]
     chosen: list[Path] = []
     if lacking:
         if not wheels.is_dir():
             raise RuntimeError(f"{', '.join(lacking)} missing and no {wheels}: run --prepare")
         chosen = [w for w in sorted(wheels.glob("*.whl")) if not _has(distribution(w))]
-    kit_installed = not _has("kit")
-    if chosen or kit_installed:
+    kit_missing = not _has("kit")
+    kit_error = ""
+    if chosen or kit_missing:
         shutil.rmtree(SITE, ignore_errors=True)  # nothing stale from another Python
         _pip_target(chosen)
-        if kit_installed:
-            _pip_target([REPO], build=True)
-    _use_site(SITE if chosen or kit_installed else None)
+        if kit_missing:
+            try:
+                _pip_target([REPO], build=True)
+            except subprocess.CalledProcessError as exc:
+                kit_error = f"pip install --no-deps kit: exit {exc.returncode}; ran from the repo"
+    _use_site(SITE if chosen or kit_missing else None)
     missing = [name for name in MISSING_THERE if importlib.util.find_spec(name) is None]
     if missing:
         raise RuntimeError(f"still not importable: {', '.join(missing)}")
     return {
         "lacking": lacking,
         "installed": [w.name for w in chosen],
-        "kit_installed": kit_installed,
-        "versions": {n: importlib.metadata.version(n) for n in (*MISSING_THERE, "kit")},
+        "kit_installed": kit_missing and not kit_error,
+        "kit_install_error": kit_error,
+        "versions": {n: importlib.metadata.version(n) for n in MISSING_THERE},
     }
 
 
@@ -300,28 +306,46 @@ def step_throughput(settings: Settings) -> dict[str, Any]:
     deadline = time.monotonic() + settings.throughput_seconds
     families = [f for f in FAMILY_ORDER if f in list_models()]
     families += [f for f in list_models() if f not in families]
-    rows, skipped = [], []
+    rows, skipped, errors = [], [], {}
     for family in families:
         names = list(settings.variants)
         if "compile" in names and time.monotonic() > deadline:  # its warm-up is the long part
             names.remove("compile")
             skipped.append(f"{family}: compile (time)")
-        row = tt.measure(
-            family, device, faces, keypoints, settings.rounds, [tt.VARIANTS[n] for n in names]
-        )
+        try:
+            row = _measure_family(tt, family, device, faces, keypoints, settings.rounds, names)
+        except Exception as exc:  # one family's failure keeps the others' figures
+            errors[family] = f"{type(exc).__name__}: {exc}"[:1000]
+            print(f"  {family} FAILED: {errors[family]}", flush=True)
+            continue
         rows.append(row)
         print("  " + tt.markdown_table([row]).splitlines()[-1], flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if not rows:
+        raise RuntimeError(f"no family measured: {errors}")
     auto = {row["family"]: row["vs_plain"]["auto"] for row in rows}
     return {
         "pipeline": pipeline,
         "rows": rows,
         "skipped": skipped,
+        "errors": errors,
         "auto_vs_plain": auto,
         "target_3x_met": {family: ratio >= 3.0 for family, ratio in auto.items()},
         "table": tt.markdown_table(rows),
     }
+
+
+def _measure_family(tt, family, device, faces, keypoints, rounds, names) -> dict[str, Any]:
+    """train_throughput.measure; if a variant with compile fails, the row without it."""
+    try:
+        return tt.measure(family, device, faces, keypoints, rounds, [tt.VARIANTS[n] for n in names])
+    except Exception as exc:
+        if "compile" not in names:
+            raise
+        names = [n for n in names if n != "compile"]
+        row = tt.measure(family, device, faces, keypoints, rounds, [tt.VARIANTS[n] for n in names])
+        return {**row, "compile_error": f"{type(exc).__name__}: {exc}"[:1000]}
 
 
 def step_run(settings: Settings, scratch: Path, out: Path) -> dict[str, Any]:

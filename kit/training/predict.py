@@ -44,6 +44,7 @@ def predict_rows(
     (N, 1, S, S) on `device` (all rows if None); flip TTA when `flip_perm` is given.
     `speed` is how the model ran in training (default: its family's "auto" settings)."""
     speed = speed or Speed.auto(device, family_cpu_speed(getattr(model, "family", "")))
+    speed.prepare(model)  # a reloaded model predicts in the memory format it trained in
     was_training = model.training
     model.eval()
     index = (
