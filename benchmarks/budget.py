@@ -10,7 +10,9 @@ import torch
 
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
-from kit.training.loop import DeviceData, Trainer, resolve_config
+from kit.training.config import resolve_config
+from kit.training.device import DeviceData
+from kit.training.loop import Trainer
 from kit.training.predict import predict_rows
 
 CALIBRATION_STEPS = 3

@@ -241,7 +241,7 @@ def _use_site(site: Path | None) -> None:
 def step_environment(settings: Settings) -> dict[str, Any]:
     import torch
 
-    from kit.training.loop import resolve_device
+    from kit.training.device import resolve_device
 
     device = resolve_device(settings.device)
     info: dict[str, Any] = {
@@ -294,7 +294,7 @@ def step_throughput(settings: Settings) -> dict[str, Any]:
 
     from kit.data.synthetic import fkd15_from_68, make_faces
     from kit.models import list_models
-    from kit.training.loop import configure_cpu_threads, resolve_device
+    from kit.training.device import configure_cpu_threads, resolve_device
 
     device = resolve_device(settings.device)
     if device.type == "cpu":

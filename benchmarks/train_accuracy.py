@@ -37,10 +37,8 @@ from kit.data.folds import load_folds, write_folds
 from kit.fetch import fetch
 from kit.metrics import rmse
 from kit.models import list_models
-from kit.training.loop import (
-    configure_cpu_threads,
-    parse_overrides,
-)
+from kit.training.config import parse_overrides
+from kit.training.device import configure_cpu_threads
 from kit.training.runs import train_run
 
 REPO = Path(__file__).resolve().parents[1]

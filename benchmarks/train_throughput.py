@@ -49,12 +49,9 @@ from kit.competition import load_competition
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.models import list_models
 from kit.training.augment import augment_batch
-from kit.training.loop import (
-    DeviceData,
-    Trainer,
-    configure_cpu_threads,
-    resolve_config,
-)
+from kit.training.config import resolve_config
+from kit.training.device import DeviceData, configure_cpu_threads
+from kit.training.loop import Trainer
 
 AUGMENT = {"flip": 0.5, "rotate_deg": 10.0, "shift": 0.0, "scale": 0.0}
 AUGMENT |= {"brightness": 0.0, "contrast": 0.0, "noise": 0.0}

@@ -4,7 +4,7 @@
                                   [--timeout 20m] [--work work/bench-tune] [--device cpu]
                                   [--source DIR]
 
-For each family: one Optuna study (``kit.tune.tune``) of --trials trials at a fixed --epochs,
+For each family: one Optuna study (``kit.tuning.tune``) of --trials trials at a fixed --epochs,
 each trial scored on fold 0 of the benchmark's folds file (trial 0 is the family's default
 config; with --timeout a family's search also stops then, as `kit tune --timeout` does); then
 the best trial AND the default config are trained on every fold, so both get a CV RMSE on the
@@ -34,9 +34,10 @@ import torch  # noqa: E402
 
 from kit.competition import load_competition  # noqa: E402
 from kit.data.folds import write_folds  # noqa: E402
+from kit.durations import parse_duration  # noqa: E402
 from kit.fetch import fetch  # noqa: E402
 from kit.training.runs import RunResult, train_run  # noqa: E402
-from kit.tune import key_params, parse_duration, tune  # noqa: E402
+from kit.tuning import key_params, tune  # noqa: E402
 
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "fkd-proxy"
 

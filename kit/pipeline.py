@@ -84,18 +84,15 @@ class PipelineResult:
 
 def parse_budget(text: str) -> float:
     """'20m', '90s', '1h30m' or seconds -> seconds (the same syntax as `kit tune --timeout`)."""
-    from kit.tune import parse_duration
+    from kit.durations import parse_duration
 
-    try:
-        return parse_duration(text)
-    except KitError:
-        raise KitError(f"--budget {text!r} is not a duration", hint="e.g. 90s, 20m, 2h") from None
+    return parse_duration(text, "--budget", hint="e.g. 90s, 20m, 2h")
 
 
 def default_families(device: str | None, budget: float) -> list[str]:
     """Every family on a GPU; on a CPU lenet, plus sp from CPU_SP_BUDGET seconds on."""
     from kit.models import list_models
-    from kit.training.loop import resolve_device
+    from kit.training.device import resolve_device
 
     if resolve_device(device).type != "cpu":
         return list_models()
@@ -106,7 +103,7 @@ def default_families(device: str | None, budget: float) -> list[str]:
 def default_epochs(budget: float, device: str | None) -> int | None:
     """Epochs per trial on a CPU: about one per 2 budget minutes (3..30); on a GPU the
     families' search spaces decide."""
-    from kit.training.loop import resolve_device
+    from kit.training.device import resolve_device
 
     if resolve_device(device).type != "cpu":
         return None
@@ -188,7 +185,7 @@ def tune_stage(
     """Search the families one trial at a time, round robin, while the final trainings still
     fit before `deadline`; then train the best trials that fit the time left on all folds.
     Returns (runs, trials table, notes)."""
-    from kit.tune import TuneEvent, tune
+    from kit.tuning import TuneEvent, tune
 
     def on_tune(event: TuneEvent) -> None:
         report(PipelineEvent("tune", "progress", str(event)))
@@ -212,7 +209,7 @@ def tune_stage(
 
 
 def finished_trials(trials: pd.DataFrame, family: str) -> int:
-    """Complete + pruned trials of `family`'s study (what kit.tune's `trials` target counts)."""
+    """Complete + pruned trials of `family`'s study (what kit.tuning's `trials` target counts)."""
     if trials.empty:
         return 0
     mine = trials[trials.family == family]
@@ -233,7 +230,7 @@ def search_round_robin(
     trial's length besides the final trainings that would be chosen now (`finals_seconds`).
     Every family gets its first trial. A family whose trials fail twice in a row is dropped
     (its error goes to `notes`)."""
-    from kit.tune import tune, tuning_table
+    from kit.tuning import tune, tuning_table
 
     try:
         table = tuning_table(comp, families=plan.families)

@@ -31,8 +31,9 @@ from kit import workspace
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KaggleError, KitError
+from kit.provenance import git_commit
 from kit.stack import list_stacks
-from kit.training.runs import git_commit, list_runs
+from kit.training.runs import list_runs
 from kit.workspace import read_json, sha256_file, write_json
 
 EIGHT = "eight"

@@ -27,7 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """The --device of this session; an unavailable one stops the session with one line."""
     from kit.errors import KitError
-    from kit.training.loop import resolve_device
+    from kit.training.device import resolve_device
 
     try:
         return resolve_device(request.config.getoption("--device"))

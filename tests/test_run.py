@@ -77,7 +77,7 @@ def test_finals_take_each_familys_best_first_then_second_best_within_the_time() 
 def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None:
     """Fake 10 s trials on a fake clock: with a 200 s deadline, k = 5 and the 2 best trials to
     train on 4 more folds each (80 s), the search stops once 10 s of spare time is left."""
-    import kit.tune
+    import kit.tuning
 
     now = [0.0]
     rows: list[dict] = []
@@ -89,9 +89,9 @@ def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None
                          "seconds": 10.0, "key_params": f"config {len(rows)}"})  # fmt: skip
         return type("Result", (), {"table": pd.DataFrame(rows)})()
 
-    monkeypatch.setattr(kit.tune, "tune", fake_tune)
+    monkeypatch.setattr(kit.tuning, "tune", fake_tune)
     columns = ["family", "state", "score", "seconds", "key_params"]
-    monkeypatch.setattr(kit.tune, "tuning_table", lambda *a, **k: pd.DataFrame(columns=columns))
+    monkeypatch.setattr(kit.tuning, "tuning_table", lambda *a, **k: pd.DataFrame(columns=columns))
     plan = BudgetPlan(
         budget=200, families=["sp"], epochs=1, best_n=2, stack_reserve=0, submit_reserve=0
     )

@@ -12,7 +12,8 @@ from test_train import run_tiny, write_tiny_competition
 from kit.errors import KitError
 from kit.models import get_family, register_model
 from kit.models import registry as registry_module
-from kit.training.loop import Trainer, resolve_config, run_speed
+from kit.training.config import resolve_config, run_speed
+from kit.training.loop import Trainer
 from kit.training.speed import Speed
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")

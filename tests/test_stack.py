@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kit.console
-import kit.stack
+import kit.stack.boosting
 import kit.training.runs
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
@@ -211,7 +211,7 @@ def test_stack_asserts_honesty_when_the_fold_split_leaks(monkeypatch: pytest.Mon
     def leaky(folds, fold, usable):  # a broken split that trains on every usable row
         return np.flatnonzero(usable), np.flatnonzero(folds == fold)
 
-    monkeypatch.setattr(kit.stack, "fold_rows", leaky)
+    monkeypatch.setattr(kit.stack.boosting, "fold_rows", leaky)
     truth, test_truth = truth_arrays(60, 5)
     model = base("m", truth + 1, test_truth + 1)
     with pytest.raises(MetaLeakError, match="stack leak"):

@@ -14,12 +14,15 @@ import pytest
 import torch
 
 import kit
+from kit import provenance
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.errors import KitError
 from kit.training import loop, runs
-from kit.training.loop import parse_overrides, resolve_config, resolve_device
+from kit.training.config import parse_overrides, resolve_config
+from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
+from kit.training.optim import lr_factor
 from kit.training.predict import predict_rows, predict_with_flip, unflip
 from kit.training.runs import OofAssembler, OofLeakError, load_fold_model, train_run
 from kit.training.targets import plan_targets
@@ -315,7 +318,7 @@ def test_run_id_depends_on_the_training_code(
 
     def run_id() -> str:
         config, plan = resolve_config("sp", TINY), plan_targets(comp, "masked")
-        return runs.make_run_id(config, plan, runs.run_inputs(comp))
+        return runs.make_run_id(config, plan, provenance.run_inputs(comp))
 
     base = run_id()
     assert run_id() == base
@@ -326,7 +329,7 @@ def test_run_id_depends_on_the_training_code(
         f.write("# an edit\n")
     assert len({base, after_kit_edit, run_id()}) == 3
     result = run_tiny(comp, folds=1)
-    assert result.manifest["code_sha256"] == runs.code_checksum(comp)
+    assert result.manifest["code_sha256"] == provenance.code_checksum(comp)
 
 
 def test_training_is_deterministic_on_cpu(comp: Competition) -> None:
@@ -361,12 +364,12 @@ def test_early_stopping_keeps_the_best_epochs_weights(
 
 
 def test_learning_rate_schedules() -> None:
-    assert loop.lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)  # linear warmup
-    assert loop.lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
-    assert loop.lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
-    assert loop.lr_factor(99, 100, 10, "cosine") < 0.01
-    assert loop.lr_factor(50, 100, 10, "none") == 1.0
-    assert loop.lr_factor(99, 100, 30, "onecycle") < 0.01
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)  # linear warmup
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(99, 100, 10, "cosine") < 0.01
+    assert lr_factor(50, 100, 10, "none") == 1.0
+    assert lr_factor(99, 100, 30, "onecycle") < 0.01
 
 
 # ---------------------------------------------------------------- config and errors
@@ -405,14 +408,14 @@ def test_cpu_threads_follow_kit_threads(monkeypatch: pytest.MonkeyPatch) -> None
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("KIT_THREADS", "1")
-        assert loop.configure_cpu_threads() == 1
+        assert configure_cpu_threads() == 1
         monkeypatch.setenv("KIT_THREADS", "999")  # capped at the CPUs this process may use
-        assert loop.configure_cpu_threads() == loop.available_cpus()
+        assert configure_cpu_threads() == available_cpus()
         monkeypatch.setenv("KIT_THREADS", "many")
         with pytest.raises(KitError, match="KIT_THREADS"):
-            loop.configure_cpu_threads()
+            configure_cpu_threads()
         monkeypatch.delenv("KIT_THREADS")
-        assert 1 <= loop.configure_cpu_threads() <= loop.available_cpus()
+        assert 1 <= configure_cpu_threads() <= available_cpus()
     finally:
         torch.set_num_threads(before)
 

@@ -19,6 +19,7 @@ from test_train import write_tiny_arrays
 
 from kit.competition import PATH_ENV, Competition, load_competition
 from kit.data.arrays import KeypointData
+from kit.durations import parse_duration
 from kit.errors import KitError
 from kit.training.loop import EpochReport
 from kit.training.runs import load_run
@@ -27,7 +28,6 @@ from kit.tuning import (
     TuneEvent,
     default_storage,
     open_storage,
-    parse_duration,
     studies,
     tune,
     tuning_table,

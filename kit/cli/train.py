@@ -138,7 +138,7 @@ def train_command(
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (default 0).")] = None,
 ) -> None:
     """Train MODEL on every fold; write OOF and test predictions, checkpoints and a manifest."""
-    from kit.training.loop import parse_overrides
+    from kit.training.config import parse_overrides
     from kit.training.runs import train_run
 
     comp = load_competition(competition)

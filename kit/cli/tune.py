@@ -1,8 +1,8 @@
-"""`kit tune COMP`: Optuna studies per model family, then the best trials on all folds (kit.tune).
+"""`kit tune COMP`: Optuna studies per model family, then the best trials on all folds (kit.tuning).
 
 The search objective is fold 0 of the shared folds file (one pruning value per step, and 1/K of
 the cost of a full CV per trial); the best --best trials per family are then trained on every
-fold, reusing fold 0, so OOF and test predictions exist for `kit stack`. See kit/tune.py.
+fold, reusing fold 0, so OOF and test predictions exist for `kit stack`. See kit/tuning/__init__.py.
 """
 
 from __future__ import annotations
@@ -26,16 +26,12 @@ from rich.table import Table
 from kit.cli.app import app, comma_list
 from kit.competition import load_competition
 from kit.console import console, err_console
+from kit.tuning.settings import HEARTBEAT_SECONDS, PRUNERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from kit.tuning import TuneEvent
-
-# Copies of kit.tuning's defaults for the options' help: importing kit.tuning loads Optuna, and
-# `kit --help` must start fast. tests/test_cli_imports.py checks that they match.
-HEARTBEAT_SECONDS = 30
-PRUNERS = ("median", "hyperband", "none")
 
 
 class TuneProgress:
@@ -180,7 +176,8 @@ def tune_command(
     """
     import optuna
 
-    from kit.tuning import parse_duration, tune, tuning_table
+    from kit.durations import parse_duration
+    from kit.tuning import tune, tuning_table
 
     comp = load_competition(competition)
     names = comma_list(families)

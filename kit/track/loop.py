@@ -16,39 +16,26 @@ timer can run single snapshots instead: see kit.track.schedule).
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.markup import escape
 
+from kit.durations import format_duration, parse_duration
 from kit.errors import KitError
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_EVERY = 60.0  # seconds; Kaggle rate-limits eagerly
 
 
 def parse_every(text: str, minimum: float = MIN_EVERY) -> float:
-    """ "30m", "1h", "1h30m", "90s", "2d" -> seconds."""
-    spec = text.strip().lower()
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", spec)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", spec).strip():
-        raise KitError(f"--every {text!r} is not a duration", hint="e.g. 30m, 1h, 1h30m, 2d")
-    seconds = sum(float(n) * UNITS[u] for n, u in parts)
-    if seconds < minimum:
-        raise KitError(f"--every {text!r} is too often", hint=f"at least {minimum:.0f} s")
-    return seconds
+    """ "30m", "1h", "1h30m", "90s", "2d" -> seconds (a unit is required)."""
+    return parse_duration(
+        text, "--every", bare_seconds=False, minimum=minimum, hint="e.g. 30m, 1h, 1h30m, 2d"
+    )
 
 
-def format_every(seconds: float) -> str:
-    """The inverse of `parse_every`: 5400 -> "1h30m"."""
-    parts, left = [], round(seconds)
-    for unit in ("d", "h", "m", "s"):
-        count, left = divmod(left, UNITS[unit])
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
+format_every = format_duration
 
 
 def http_status(exc: BaseException) -> int | None:

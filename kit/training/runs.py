@@ -23,8 +23,6 @@ the same config with more folds reuses the finished ones.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,26 +39,17 @@ from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
 from kit.metrics import evaluate, per_row_error
-from kit.training.loop import (
-    DeviceData,
-    EpochCallback,
-    RunConfig,
-    check_flip,
-    configure_cpu_threads,
-    device_images,
-    fit,
-    flip_permutation,
-    resolve_config,
-    resolve_device,
-    run_speed,
-)
+from kit.provenance import git_commit, run_inputs
+from kit.training.config import RunConfig, resolve_config, run_speed
+from kit.training.device import DeviceData, configure_cpu_threads, device_images, resolve_device
+from kit.training.flip import check_flip, flip_permutation
+from kit.training.loop import EpochCallback, fit
 from kit.training.predict import predict_rows
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets
 from kit.workspace import (
     SavedPredictions,
     atomic_path,
     read_json,
-    sha256_file,
     sha256_json,
     write_json,
 )
@@ -167,68 +156,6 @@ class RunContext:
 def fold_seed(seed: int, fold: int, submodel: int) -> int:
     """Independent, reproducible seed per (run seed, fold, sub-model)."""
     return int(np.random.SeedSequence([seed, fold, submodel]).generate_state(1)[0])
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(kit.__file__).resolve().parents[1],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def data_checksums(comp: Competition) -> dict[str, str]:
-    ws = comp.workspace
-    for path in (ws.train_npz, ws.test_npz):
-        if not path.is_file():
-            raise DataError("no cached arrays", path=path, hint=f"run `kit fetch {comp.name}`")
-    return {"train": sha256_file(ws.train_npz), "test": sha256_file(ws.test_npz)}
-
-
-def folds_checksum(comp: Competition) -> str:
-    path = comp.workspace.folds_csv
-    if not path.is_file():
-        raise DataError("no folds file", path=path, hint=f"run `kit folds {comp.name}`")
-    return sha256_file(path)
-
-
-# The code that decides what a run learns and predicts, relative to the kit package; with the
-# competition's own competition.toml and plugin it is hashed into every run id.
-TRAINING_CODE = ("models", "training", "metrics.py", "data/arrays.py")
-
-
-def code_checksum(comp: Competition) -> str:
-    """sha256 over the training code's files (names and bytes), kit's and the competition's."""
-    package = Path(kit.__file__).parent
-    files = []
-    for entry in TRAINING_CODE:
-        path = package / entry
-        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
-    own = [comp.root / "competition.toml", comp.root / comp.module_file]
-    files += [path for path in own if path.is_file()]  # training can run from the cache alone
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def run_inputs(comp: Competition) -> dict[str, Any]:
-    """What a run learns from besides its config, as checksums: the cached arrays ("data"),
-    the folds file ("folds") and the training code ("code"). Hashed into the run id and
-    recorded in its manifest."""
-    return {
-        "data": data_checksums(comp),
-        "folds": folds_checksum(comp),
-        "code": code_checksum(comp),
-    }
 
 
 def make_run_id(config: RunConfig, plan: TargetPlan, inputs: dict[str, Any]) -> str:

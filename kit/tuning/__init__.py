@@ -57,20 +57,29 @@ Storage and workers
   missing).
 - The studies open in optuna-dashboard as they are: ``optuna-dashboard <storage URL>``.
 
-Modules: studies (storage, sampler, pruner), trials (one trial, the search loop), workers
-(worker processes), table (the trials table), run (`tune`).
+Modules: settings (defaults, no Optuna), studies (storage, sampler, pruner), trials (one trial,
+the search loop), workers (worker processes), table (the trials table), tuner (`tune`: the
+searches, then the best trials on all folds). `parse_duration` is kit.durations'.
 """
 
-from kit.tuning.run import BEST_FILE, DEFAULT_TRIALS, TuneResult, parse_duration, tune
-from kit.tuning.studies import (
-    HEARTBEAT_SECONDS,
-    PRUNERS,
-    default_storage,
-    open_storage,
-    study_name,
-)
-from kit.tuning.table import key_params, tuning_table
-from kit.tuning.trials import TuneEvent, TuneReport
+import importlib
+from typing import Any
+
+from kit.tuning.settings import BEST_FILE, DEFAULT_TRIALS, HEARTBEAT_SECONDS, PRUNERS
+
+# The public names and the module of each. They load on first use (PEP 562), so the settings
+# above import without Optuna, torch or LightGBM.
+_LAZY = {
+    "TuneResult": "tuner",
+    "tune": "tuner",
+    "default_storage": "studies",
+    "open_storage": "studies",
+    "study_name": "studies",
+    "key_params": "table",
+    "tuning_table": "table",
+    "TuneEvent": "trials",
+    "TuneReport": "trials",
+}
 
 __all__ = [
     "BEST_FILE",
@@ -83,8 +92,17 @@ __all__ = [
     "default_storage",
     "key_params",
     "open_storage",
-    "parse_duration",
     "study_name",
     "tune",
     "tuning_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kit.tuning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kit.tuning.{_LAZY[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

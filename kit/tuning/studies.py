@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family
-from kit.training.loop import resolve_config
+from kit.training.config import resolve_config
+from kit.tuning.settings import HEARTBEAT_SECONDS, PRUNERS
 
 try:  # Optuna >= 4.9 renamed the retry callback and its storage argument
     from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
@@ -31,8 +32,6 @@ except ImportError:  # pragma: no cover - older Optuna
 
     _RETRY_ARG = "failed_trial_callback"
 
-HEARTBEAT_SECONDS = 30  # a trial silent for twice this is stale (its worker died)
-PRUNERS = ("median", "hyperband", "none")
 PROGRESS_MARKS = tuple(range(10, 101, 10))  # pruning steps: % of a trial's epoch budget
 PRUNE_WARMUP = 30  # % of the schedule before a trial may be pruned
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

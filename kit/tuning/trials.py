@@ -20,14 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family
-from kit.training.loop import EpochReport, resolve_config
-from kit.training.runs import (
-    RunResult,
-    done_folds,
-    make_run_id,
-    run_inputs,
-    train_run,
-)
+from kit.provenance import run_inputs
+from kit.training.config import resolve_config
+from kit.training.loop import EpochReport
+from kit.training.runs import RunResult, done_folds, make_run_id, train_run
 from kit.training.targets import plan_targets
 from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,9 +14,10 @@ from optuna.trial import FrozenTrial, TrialState
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family, list_models
-from kit.training.runs import FoldEvent, RunResult, data_checksums, folds_checksum, train_run
+from kit.provenance import data_checksums, folds_checksum
+from kit.training.runs import FoldEvent, RunResult, train_run
+from kit.tuning.settings import BEST_FILE, DEFAULT_TRIALS, HEARTBEAT_SECONDS
 from kit.tuning.studies import (
-    HEARTBEAT_SECONDS,
     default_storage,
     display_url,
     make_pruner,
@@ -29,9 +29,6 @@ from kit.tuning.table import table_from_storage
 from kit.tuning.trials import TuneEvent, TuneReport, check_trials_ran, make_objective, search
 from kit.tuning.workers import run_workers, worker_environments
 from kit.workspace import read_json, write_json
-
-DEFAULT_TRIALS = 20  # when neither a trial count nor a timeout is given
-BEST_FILE = "tune_best.json"  # per family: the trained-out trials, best first
 
 
 @dataclass
@@ -137,22 +134,6 @@ def write_best(
         summary[family] = entries
     write_json(path, summary)
     return path
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
-    cleaned = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
-        seconds = float(cleaned)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", cleaned)
-        if not parts or "".join(n + u for n, u in parts) != cleaned:
-            raise KitError(f"--timeout {text!r} is not a duration", hint="e.g. 90s, 30m, 2h")
-        unit = {"h": 3600, "m": 60, "s": 1}
-        seconds = sum(float(n) * unit[u] for n, u in parts)
-    if seconds <= 0:
-        raise KitError(f"--timeout {text!r} must be positive")
-    return seconds
 
 
 def check_families(families: Sequence[str] | None) -> list[str]:

@@ -1,0 +1,178 @@
+"""Stacks on disk: content-addressed folders, manifests, and `stack()` that writes them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import kit
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.errors import KitError
+from kit.provenance import STACKING_CODE, git_commit, run_inputs
+from kit.stack.bases import BaseModel
+from kit.stack.boosting import LIGHTGBM_DEFAULTS, StackSettings
+from kit.stack.meta import Report, StackOutcome, stack_predictions
+from kit.stack.nested import MIN_META_ROWS
+from kit.stack.picking import PICKED
+from kit.stack.selection import run_group, select_runs
+from kit.training.runs import RunResult
+from kit.workspace import (
+    SavedPredictions,
+    atomic_path,
+    read_json,
+    sha256_json,
+    write_json,
+    write_text,
+)
+
+STACK_FORMAT = 2  # bump when the artifacts' meaning changes: old stacks then get new ids
+
+
+@dataclass
+class StackResult(SavedPredictions):
+    """A stack folder; its `oof` holds the per-keypoint picked method's nested OOF."""
+
+    stack_id: str
+    path: Path
+    manifest: dict[str, Any]
+    table: pd.DataFrame
+    reused: bool = False
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r["run_id"] for r in self.manifest["runs"]]
+
+
+def make_stack_id(runs: list[RunResult], settings: StackSettings, inputs: dict[str, Any]) -> str:
+    """The stack's content address: its runs, settings, data, folds and stacking code."""
+    identity = {
+        "format": STACK_FORMAT,
+        "runs": sorted(r.run_id for r in runs),
+        "features": sorted(settings.features),
+        "lightgbm": settings.lightgbm,
+        **inputs,
+    }
+    return f"stack-{sha256_json(identity)[:12]}"
+
+
+def stack(
+    comp: Competition,
+    runs: list[RunResult] | None = None,
+    *,
+    per_family: int = 2,
+    features: Iterable[str] = frozenset(),
+    report: Report | None = None,
+    warn: Callable[[str], None] | None = None,
+    lightgbm_params: dict[str, Any] | None = None,
+) -> StackResult:
+    """Stack `runs` (default: the best `per_family` runs per family) and write the artifacts.
+
+    The same runs, features and data give the same stack id, and a finished stack is reused.
+    """
+    from kit.data.folds import load_folds  # the folds stage owns the file format
+
+    started = time.perf_counter()
+    settings = StackSettings(
+        features=frozenset(features), lightgbm={**LIGHTGBM_DEFAULTS, **(lightgbm_params or {})}
+    )
+    inputs = run_inputs(comp, STACKING_CODE)  # once: ids, checks and manifest share it
+    if runs is None:
+        runs = select_runs(comp, per_family=per_family, warn=warn, inputs=inputs)
+    else:
+        runs = select_runs(comp, [r.run_id for r in runs], inputs=inputs)
+    stack_id = make_stack_id(runs, settings, inputs)
+    path = comp.workspace.stacks / stack_id
+    if (path / "manifest.json").is_file():
+        return load_stack(comp, stack_id)
+
+    data = KeypointData.load(comp.workspace.train_npz)
+    test = KeypointData.load(comp.workspace.test_npz)
+    folds = load_folds(comp, data)
+    bases = [BaseModel.from_run(comp, run) for run in runs]
+    outcome = stack_predictions(comp, data, test.images, folds, bases, settings, report)
+    _write_stack(comp, path, stack_id, runs, settings, inputs, outcome, started)
+    return load_stack(comp, stack_id, reused=False)
+
+
+def _write_stack(comp, path, stack_id, runs, settings, inputs, outcome: StackOutcome, started):
+    cols = outcome.keypoints
+    with atomic_path(path / "oof.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, outcome.picked_oof[:, cols].astype(np.float32))
+    with atomic_path(path / "test.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, outcome.picked_test[:, cols].astype(np.float32))
+    arrays = {f"oof/{m}": a[:, cols] for m, a in outcome.oof.items()}
+    arrays |= {f"test/{m}": a[:, cols] for m, a in outcome.test.items()}
+    with atomic_path(path / "candidates.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: v.astype(np.float32) for k, v in arrays.items()})
+    write_text(path / "table.csv", outcome.table.to_csv(index=False))
+    picked = outcome.scores[PICKED]
+    manifest = {
+        "stack_id": stack_id,
+        "competition": comp.name,
+        "metric": comp.metric,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "family": r.manifest.get("family"),
+                "group": run_group(comp, r),
+                "keypoints": [comp.keypoint_names[k] for k in r.keypoints],
+                "cv": r.cv_score,
+            }
+            for r in runs
+        ],
+        "features": sorted(settings.features),
+        "lightgbm": settings.lightgbm,
+        "keypoints": [comp.keypoint_names[k] for k in cols],
+        "keypoint_indices": cols,
+        "picks": outcome.picks,
+        "picks_per_fold": {str(f): p for f, p in outcome.picks_per_fold.items()},
+        "best_single": outcome.best_single,
+        "cv": picked,
+        "methods": outcome.scores,
+        "ridge_weights": outcome.ridge_weights,
+        "fallbacks_to_blend": outcome.fallbacks,
+        "lightgbm_rounds": outcome.rounds,
+        "min_meta_rows": MIN_META_ROWS,
+        "folds": {"file": str(comp.workspace.folds_csv), "sha256": inputs["folds"]},
+        "data": inputs["data"],
+        "code_sha256": inputs["code"],
+        "seconds": time.perf_counter() - started,
+        "kit": kit.__version__,
+        "lightgbm_version": _lightgbm_version(),
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(path / "manifest.json", manifest)  # last: the stack now counts as finished
+
+
+def _lightgbm_version() -> str:
+    import lightgbm
+
+    return lightgbm.__version__
+
+
+def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackResult:
+    """A finished stack by id."""
+    path = comp.workspace.stacks / stack_id
+    if not (path / "manifest.json").is_file():
+        known = ", ".join(s.stack_id for s in list_stacks(comp)) or "none"
+        raise KitError(f"no finished stack {stack_id!r} for {comp.name}", hint=f"stacks: {known}")
+    table = pd.read_csv(path / "table.csv")
+    return StackResult(stack_id, path, read_json(path / "manifest.json"), table, reused=reused)
+
+
+def list_stacks(comp: Competition) -> list[StackResult]:
+    """Every finished stack of `comp`, best CV first."""
+    stacks = [
+        load_stack(comp, p.parent.name)
+        for p in sorted(comp.workspace.stacks.glob("*/manifest.json"))
+    ]
+    return sorted(stacks, key=lambda s: s.cv_score)
