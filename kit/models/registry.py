@@ -167,7 +167,7 @@ def register_model(
 ) -> Callable[[Callable[..., KeypointModel]], Callable[..., KeypointModel]]:
     """Decorator registering a builder ``(num_keypoints, input_size, **model_hparams)``.
 
-    `cpu_speed` names the speed settings that `benchmarks/cpu_speed.py` measured faster for
+    `cpu_speed` names the speed settings that `benchmarks/train_throughput.py` measured faster for
     this family on a CPU (e.g. ``{"channels_last": True}``); "auto" settings use them there.
     """
     cpu_speed = dict(cpu_speed or {})

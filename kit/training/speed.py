@@ -6,10 +6,10 @@ Three train settings choose it, each "auto" by default:
 - ``precision``: ``fp32`` or ``bf16`` autocast (auto: bf16 with CUDA, else the family's CPU
   default);
 - ``compile``: ``torch.compile`` of the training forward pass (auto: off; its compile time is
-  paid again by every fold and trial).
+  paid again in every process and for every new shape, so by most tuning trials).
 
 "auto" on a CPU reads the family's ``cpu_speed`` (declared in its ``register_model`` call), which
-holds only what `benchmarks/cpu_speed.py` measured to be faster there (docs/benchmarks.md,
+holds only what `benchmarks/train_throughput.py` measured to be faster there (docs/benchmarks.md,
 "CPU speed"). The resolved settings go into each fold's record, so a manifest says how it ran.
 """
 
