@@ -1,13 +1,10 @@
 """Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
 
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
-subsets, reader options); the module named by ``module`` holds the format code:
-
-    required_files(comp) -> list[str]                 raw files that must exist after unpacking
-    load(raw_dir, comp) -> (train, test)              parse + verify; KeypointData for each split
-
-and, from the submit stage on, ``write_submission``. kit never imports a competition by name,
-so adding a third competition is a new folder and no change inside ``kit/``.
+subsets, reader options); the module named by ``module`` holds the format code, declared by
+`CompetitionPlugin` (what fetch and submit call) and `ExamplePlugin` (what `kit demo` calls on
+the competition it draws). kit never imports a competition by name, so adding a third
+competition is a new folder and no change inside ``kit/``.
 """
 
 from __future__ import annotations
@@ -19,13 +16,64 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kit.errors import KitError
 from kit.workspace import Workspace
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from kit.data.arrays import KeypointData
+
 PATH_ENV = "KIT_COMPETITIONS"
 CONFIG_NAME = "competition.toml"
+
+
+@runtime_checkable
+class CompetitionPlugin(Protocol):
+    """The functions every competition module defines (module-level functions)."""
+
+    def required_files(self, comp: Competition) -> list[str]:
+        """Raw files that must exist after unpacking."""
+
+    def load(self, raw_dir: Path, comp: Competition) -> tuple[KeypointData, KeypointData]:
+        """Parse and verify the raw files: (train, test), in input pixels."""
+
+    def write_submission(
+        self,
+        path: Path,
+        comp: Competition,
+        raw_dir: Path,
+        test: KeypointData,
+        predictions: np.ndarray,
+        subset_predictions: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, int]:
+        """Write the competition's submission file from (M, K, 2) test predictions."""
+
+
+@runtime_checkable
+class ExamplePlugin(Protocol):
+    """What `kit demo` also calls on the competition it draws (facial-keypoints today)."""
+
+    def write_example(
+        self, folder: Path, comp: Competition, n_train: int, n_test: int, seed: int
+    ) -> Path:
+        """A small synthetic competition in the exact raw formats."""
+
+    def example_test_truth(
+        self, comp: Competition, n_train: int, n_test: int, seed: int
+    ) -> np.ndarray:
+        """(n_test, K, 2) true keypoints of `write_example`'s test images."""
+
+    def keypoint_columns(self, comp: Competition) -> list[str]:
+        """The submission's coordinate names, x and y per keypoint."""
+
+    def read_lookup(
+        self, raw_dir: Path, comp: Competition, test_ids: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """The rows a submission must fill."""
 
 
 def search_path() -> list[Path]:

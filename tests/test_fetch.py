@@ -186,3 +186,12 @@ def test_bytecode_beside_the_plugin_does_not_invalidate_the_cache(toy, tmp_path)
 def test_cache_files_get_the_usual_mode(toy, tmp_path):
     fetch(toy, _toy_zip(tmp_path / "toy.zip"))
     assert toy.workspace.train_npz.stat().st_mode & 0o644 == 0o644
+
+
+def test_the_bundled_plugins_define_what_kit_calls() -> None:
+    from kit.competition import CompetitionPlugin, ExamplePlugin
+
+    for name in ("facial-keypoints", "ibug-68"):
+        assert isinstance(load_competition(name).plugin, CompetitionPlugin), name
+    assert isinstance(load_competition("facial-keypoints").plugin, ExamplePlugin)
+    assert not isinstance(load_competition("ibug-68").plugin, ExamplePlugin)  # no demo scoring

@@ -22,9 +22,10 @@ from kit.errors import KitError
 from kit.training import loop, runs
 from kit.training.config import parse_overrides, resolve_config
 from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
+from kit.training.oof import OofAssembler, OofLeakError
 from kit.training.optim import lr_factor
 from kit.training.predict import predict_rows, predict_with_flip, unflip
-from kit.training.runs import OofAssembler, OofLeakError, load_fold_model, train_run
+from kit.training.runs import load_fold_model, train_run
 from kit.training.targets import plan_targets
 
 SIZE = 32

@@ -44,6 +44,7 @@ from kit.training.config import RunConfig, resolve_config, run_speed
 from kit.training.device import DeviceData, configure_cpu_threads, device_images, resolve_device
 from kit.training.flip import check_flip, flip_permutation
 from kit.training.loop import EpochCallback, fit
+from kit.training.oof import OofAssembler
 from kit.training.predict import predict_rows
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets
 from kit.workspace import (
@@ -55,10 +56,6 @@ from kit.workspace import (
 )
 
 RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get new ids
-
-
-class OofLeakError(KitError):
-    """An OOF row was (or would be) predicted by a model that trained on it, twice, or never."""
 
 
 @dataclass
@@ -87,46 +84,6 @@ class RunResult(SavedPredictions):
     @cached_property
     def oof_folds(self) -> np.ndarray:
         return np.load(self.path / "oof_folds.npy")
-
-
-class OofAssembler:
-    """Fills the OOF array fold by fold and asserts that no row leaks.
-
-    A row may only be filled by the model of its own fold (the one fold model that did not
-    train on it), at most once; `finish` asserts every row of the finished folds was filled.
-    """
-
-    def __init__(self, folds: np.ndarray, num_keypoints: int):
-        self.folds = folds
-        self.pred = np.full((len(folds), num_keypoints, 2), np.nan, np.float32)
-        self.filled_by = np.full(len(folds), -1, np.int64)
-
-    def add(self, fold: int, rows: np.ndarray, pred: np.ndarray) -> None:
-        rows = np.asarray(rows, np.int64)
-        wrong = rows[self.folds[rows] != fold]
-        if wrong.size:
-            raise OofLeakError(
-                f"OOF leak: row {int(wrong[0])} belongs to fold {int(self.folds[wrong[0]])} "
-                f"but the fold-{fold} model (which trained on it) predicted it",
-                hint="delete the run folder and retrain",
-            )
-        twice = rows[self.filled_by[rows] != -1]
-        if twice.size or len(np.unique(rows)) != len(rows):
-            row = int(twice[0]) if twice.size else int(rows[0])
-            raise OofLeakError(f"OOF row {row} is predicted twice", hint="delete the run folder")
-        self.pred[rows] = pred
-        self.filled_by[rows] = fold
-
-    def finish(self, done_folds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        expected = np.isin(self.folds, done_folds)
-        missing = np.flatnonzero(expected & (self.filled_by != self.folds))
-        if missing.size:
-            raise OofLeakError(
-                f"OOF row {int(missing[0])} of fold {int(self.folds[missing[0]])} has no "
-                f"prediction from its fold model ({missing.size} rows)",
-                hint="delete the run folder and retrain",
-            )
-        return self.pred, self.filled_by
 
 
 @dataclass
