@@ -23,7 +23,6 @@ from kit.workspace import Workspace
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
 
     from kit.data.arrays import KeypointData
 
@@ -62,18 +61,25 @@ class ExamplePlugin(Protocol):
     ) -> Path:
         """A small synthetic competition in the exact raw formats."""
 
-    def example_test_truth(
-        self, comp: Competition, n_train: int, n_test: int, seed: int
-    ) -> np.ndarray:
-        """(n_test, K, 2) true keypoints of `write_example`'s test images."""
+    def write_example_answers(
+        self, path: Path, comp: Competition, n_train: int, n_test: int, seed: int
+    ) -> None:
+        """The true keypoints of `write_example`'s test images, in the plug-in's own format."""
 
-    def keypoint_columns(self, comp: Competition) -> list[str]:
-        """The submission's coordinate names, x and y per keypoint."""
+    def score_example(
+        self,
+        comp: Competition,
+        raw_dir: Path,
+        answers_path: Path,
+        test: KeypointData,
+        predictions: np.ndarray,
+    ) -> float:
+        """The competition's score of (M, K, 2) test predictions against those answers."""
 
-    def read_lookup(
-        self, raw_dir: Path, comp: Competition, test_ids: np.ndarray | None = None
-    ) -> pd.DataFrame:
-        """The rows a submission must fill."""
+    def score_example_submission(
+        self, comp: Competition, raw_dir: Path, answers_path: Path, csv_path: Path
+    ) -> float:
+        """The competition's score of a submission file against those answers."""
 
 
 def search_path() -> list[Path]:

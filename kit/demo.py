@@ -20,10 +20,9 @@ import pandas as pd
 
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
-from kit.errors import DataError
 from kit.pipeline import PipelineReport, PipelineResult, run_pipeline
 from kit.stack import PICKED
-from kit.workspace import read_json, write_json, write_text
+from kit.workspace import read_json, write_json
 
 DEMO_NAME = "demo"
 BASE_COMPETITION = "facial-keypoints"
@@ -74,51 +73,25 @@ def prepare_demo(comp: Competition, settings: DemoSettings) -> Path:
         return folder
     plugin = comp.plugin
     plugin.write_example(folder, comp, settings.n_train, settings.n_test, settings.seed)
-    truth = plugin.example_test_truth(comp, settings.n_train, settings.n_test, settings.seed)
-    columns = plugin.keypoint_columns(comp)
-    answers = pd.DataFrame(truth.reshape(len(truth), -1), columns=columns)
-    answers.insert(0, "ImageId", np.arange(1, len(truth) + 1))
-    write_text(answers_path(comp), answers.to_csv(index=False, float_format="%.4f"))
+    plugin.write_example_answers(
+        answers_path(comp), comp, settings.n_train, settings.n_test, settings.seed
+    )
     write_json(marker, identity)
     return folder
 
 
-def read_answers(comp: Competition) -> pd.DataFrame:
-    """The demo's test answers: ImageId plus the 30 coordinate columns."""
-    path = answers_path(comp)
-    if not path.is_file():
-        raise DataError("no demo answers", path=path, hint="run `kit demo` first")
-    return pd.read_csv(path)
-
-
-def _truth_of_lookup(comp: Competition, lookup: pd.DataFrame, answers: pd.DataFrame):
-    by_image = answers.set_index("ImageId")
-    return np.array(
-        [by_image.at[i, f] for i, f in zip(lookup["ImageId"], lookup["FeatureName"], strict=True)],
-        np.float64,
+def lookup_rmse(comp: Competition, predictions: np.ndarray, test: KeypointData) -> float:
+    """The competition's score of (M, K, 2) test predictions against the demo's answers."""
+    return comp.plugin.score_example(
+        comp, comp.workspace.raw, answers_path(comp), test, predictions
     )
 
 
-def lookup_rmse(comp: Competition, predictions: np.ndarray, test: KeypointData) -> float:
-    """RMSE of (M, K, 2) test predictions over the rows IdLookupTable.csv asks for."""
-    plugin = comp.plugin
-    lookup = plugin.read_lookup(comp.workspace.raw, comp, test_ids=test.ids)
-    position = {int(i): row for row, i in enumerate(test.ids)}
-    column = {c: i for i, c in enumerate(plugin.keypoint_columns(comp))}
-    rows = np.array([position[int(i)] for i in lookup["ImageId"]])
-    flat = lookup["FeatureName"].map(column).to_numpy()
-    values = np.clip(predictions[rows, flat // 2, flat % 2], 0, comp.input_size)
-    truth = _truth_of_lookup(comp, lookup, read_answers(comp))
-    return float(np.sqrt(np.mean((values - truth) ** 2)))
-
-
 def score_submission(comp: Competition, csv_path: Path) -> float:
-    """Kaggle's score of a demo submission file: RMSE over its rows against the answers."""
-    lookup = comp.plugin.read_lookup(comp.workspace.raw, comp)
-    submitted = pd.read_csv(csv_path).set_index("RowId")["Location"]
-    values = submitted.loc[lookup["RowId"]].to_numpy(np.float64)
-    truth = _truth_of_lookup(comp, lookup, read_answers(comp))
-    return float(np.sqrt(np.mean((values - truth) ** 2)))
+    """The competition's score of a demo submission file against the demo's answers."""
+    return comp.plugin.score_example_submission(
+        comp, comp.workspace.raw, answers_path(comp), csv_path
+    )
 
 
 @dataclass

@@ -548,3 +548,55 @@ def check_submission(path: Path, comp: Competition, raw_dir: Path, test: Keypoin
         raise DataError(f"cannot read as CSV: {exc}", path=path) from exc
     lookup = read_lookup(raw_dir, comp, test_ids=test.ids)
     check_submission_frame(frame, lookup, comp, shown=str(path))
+
+
+# ---------------------------------------------------------------- the example's answers and score
+
+
+def write_example_answers(
+    path: Path, comp: Competition, n_train: int = 64, n_test: int = 16, seed: int = 0
+) -> None:
+    """The true keypoints of `write_example`'s test images as ``ImageId`` + coordinate columns
+    (ImageId 1..n_test, as test.csv numbers them)."""
+    truth = example_test_truth(comp, n_train, n_test, seed)
+    answers = pd.DataFrame(truth.reshape(len(truth), -1), columns=keypoint_columns(comp))
+    answers.insert(0, IMAGE_ID, np.arange(1, len(truth) + 1))
+    write_text(path, answers.to_csv(index=False, float_format="%.4f"))
+
+
+def _answers_of_lookup(answers_path: Path, lookup: pd.DataFrame) -> np.ndarray:
+    if not answers_path.is_file():
+        raise DataError("no example answers", path=answers_path, hint="run `kit demo` first")
+    by_image = pd.read_csv(answers_path).set_index(IMAGE_ID)
+    pairs = zip(lookup[IMAGE_ID], lookup["FeatureName"], strict=True)
+    return np.array([by_image.at[i, f] for i, f in pairs], np.float64)
+
+
+def score_example(
+    comp: Competition,
+    raw_dir: Path,
+    answers_path: Path,
+    test: KeypointData,
+    predictions: np.ndarray,
+) -> float:
+    """RMSE of (M, K, 2) test predictions over the rows IdLookupTable.csv asks for, as Kaggle
+    scores a submission made from them."""
+    lookup = read_lookup(raw_dir, comp, test_ids=test.ids)
+    position = {int(i): row for row, i in enumerate(test.ids)}
+    column = {c: i for i, c in enumerate(keypoint_columns(comp))}
+    rows = np.array([position[int(i)] for i in lookup[IMAGE_ID]])
+    flat = lookup["FeatureName"].map(column).to_numpy()
+    values = np.clip(predictions[rows, flat // 2, flat % 2], 0, comp.input_size)
+    truth = _answers_of_lookup(answers_path, lookup)
+    return float(np.sqrt(np.mean((values - truth) ** 2)))
+
+
+def score_example_submission(
+    comp: Competition, raw_dir: Path, answers_path: Path, csv_path: Path
+) -> float:
+    """Kaggle's score of a submission file: RMSE over its rows against the answers."""
+    lookup = read_lookup(raw_dir, comp)
+    submitted = pd.read_csv(csv_path).set_index("RowId")["Location"]
+    values = submitted.loc[lookup["RowId"]].to_numpy(np.float64)
+    truth = _answers_of_lookup(answers_path, lookup)
+    return float(np.sqrt(np.mean((values - truth) ** 2)))
