@@ -60,10 +60,7 @@ def code_checksum(comp: Competition, code: tuple[str, ...] = TRAINING_CODE) -> s
     files: list[Path] = []
     for entry in code:
         path = package / entry
-        if path.is_dir():
-            files += sorted(path.glob("*.py"))
-        elif path.is_file():
-            files.append(path)
+        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
     own = [comp.root / "competition.toml", comp.root / comp.module_file]
     files += [path for path in own if path.is_file()]  # training can run from the cache alone
     digest = hashlib.sha256()

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from kit.errors import KitError
 from kit.models import get_family, list_models
 
-SPEED_KEYS = ("channels_last", "precision", "compile")
 SPEED_DEFAULTS: dict[str, Any] = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
 PRECISIONS = ("auto", "fp32", "bf16")
 
