@@ -113,10 +113,10 @@ def train_family(
         "epochs": epochs,
         "epoch_s": round(epoch_s, 1),
         "wall_s": round(wall, 1),
-        "train_s": round(run.manifest["train_seconds"], 1),
+        "train_s": round(run.manifest.train_seconds, 1),
         "load_average": os.getloadavg()[0],
         **scores(comp, run.oof, data),
-        "fold_mae": [s["overall"] for s in run.manifest["fold_scores"].values()],
+        "fold_mae": [s["overall"] for s in run.manifest.fold_scores.values()],
     }
     return run, result
 
@@ -166,7 +166,7 @@ def main() -> None:
         t0 = time.perf_counter()
         stacked = stack(comp, runs)
         seconds = time.perf_counter() - t0
-        methods = stacked.manifest["methods"]
+        methods = stacked.manifest.methods
         for method in ("mean blend", "ridge stack", "lightgbm stack"):
             m = methods[method]
             result = {"mae": m["overall"], "nme": m["nme"], "nme_groups": m["nme_per_group"]}
@@ -175,12 +175,12 @@ def main() -> None:
             "stack_id": stacked.stack_id,
             "seconds": round(seconds, 1),
             "mae": stacked.cv_score,
-            "nme": stacked.manifest["cv"]["nme"],
-            "mae_groups": stacked.manifest["cv"]["per_group"],
-            "nme_groups": stacked.manifest["cv"]["nme_per_group"],
-            "best_single": stacked.manifest["best_single"],
+            "nme": stacked.manifest.cv["nme"],
+            "mae_groups": stacked.manifest.cv["per_group"],
+            "nme_groups": stacked.manifest.cv["nme_per_group"],
+            "best_single": stacked.manifest.best_single,
             "methods": {k: {"mae": v["overall"], "nme": v["nme"]} for k, v in methods.items()},
-            "picks": pd.Series(stacked.manifest["picks"]).value_counts().to_dict(),
+            "picks": pd.Series(stacked.manifest.picks).value_counts().to_dict(),
         }
         print(row(f"stack (picked per keypoint, {seconds:.0f} s)", report["stack"]))
     report["wall_s"] = round(time.perf_counter() - started, 1)

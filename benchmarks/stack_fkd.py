@@ -78,7 +78,7 @@ def train_bases(comp, epochs: int) -> tuple[list, list[dict]]:
                 "keypoints": keypoints or "all",
                 "epochs": epochs,
                 "cv_rmse": run.cv_score,
-                "train_seconds": run.manifest["train_seconds"],
+                "train_seconds": run.manifest.train_seconds,
                 "wall_s": seconds,
                 "reused": run.reused,
             }
@@ -93,10 +93,10 @@ def stack_rows(comp, runs) -> list[dict]:
         started = time.perf_counter()
         result = stack(comp, runs, features=features)
         seconds = time.perf_counter() - started
-        methods = result.manifest["methods"]
-        best = result.manifest["best_single"]
+        methods = result.manifest.methods
+        best = result.manifest.best_single
         single = methods[best]["overall"]
-        fits = [r for axes in result.manifest["lightgbm_rounds"].values() for f in axes for r in f]
+        fits = [r for axes in result.manifest.lightgbm_rounds.values() for f in axes for r in f]
         row = {
             "features": list(features),
             "stack_id": result.stack_id,
@@ -109,8 +109,8 @@ def stack_rows(comp, runs) -> list[dict]:
             "lightgbm_ratio": methods[LIGHTGBM]["overall"] / single,
             "picked_ratio": methods[PICKED]["overall"] / single,
             "lightgbm_fits_with_trees": f"{sum(r > 0 for r in fits)}/{len(fits)}",
-            "picks": sorted(set(result.manifest["picks"].values())),
-            "seconds": seconds if not result.reused else result.manifest["seconds"],
+            "picks": sorted(set(result.manifest.picks.values())),
+            "seconds": seconds if not result.reused else result.manifest.seconds,
             "load_average": load_average(),
         }
         rows.append(row)

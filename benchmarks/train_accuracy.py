@@ -94,7 +94,7 @@ def main() -> None:
                 comp, family, overrides, epochs=epochs, target_set=target_set, device="cpu"
             )
             wall = time.perf_counter() - t0
-            fold_scores = [s["overall"] for s in run.manifest["fold_scores"].values()]
+            fold_scores = [s["overall"] for s in run.manifest.fold_scores.values()]
             row = {
                 "family": family,
                 "target_set": target_set,
@@ -106,7 +106,7 @@ def main() -> None:
                 "wall_s": round(wall, 1),
                 "reused": run.reused,
                 "run_id": run.run_id,
-                "per_keypoint": run.manifest["cv"]["per_keypoint"],
+                "per_keypoint": run.manifest.cv["per_keypoint"],
                 "load_average": os.getloadavg()[1],
             }
             results.append(row)

@@ -122,7 +122,7 @@ def summary(
     all_folds = sum(
         seconds
         for run in finals
-        for fold, seconds in run.manifest["fold_seconds"].items()
+        for fold, seconds in run.manifest.fold_seconds.items()
         if fold != "0"
     )
     change = 100 * (best.cv_score - default.cv_score) / default.cv_score

@@ -106,6 +106,7 @@ class Competition:
     subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     module_file: str = "plugin.py"
+    demo: bool = False  # its plug-in draws example data (ExamplePlugin): `kit demo` may use it
 
     @property
     def num_keypoints(self) -> int:
@@ -164,9 +165,22 @@ def _parse_config(path: Path) -> Competition:
             subsets={k: tuple(v) for k, v in cfg.get("subsets", {}).items()},
             options=cfg.get("options", {}),
             module_file=cfg.get("module", "plugin.py"),
+            demo=bool(cfg.get("demo", False)),
         )
     except KeyError as exc:
         raise KitError(f"competition config lacks or misnames {exc}", path=path) from exc
+
+
+def demo_competition() -> Competition:
+    """The first competition on the search path whose config says ``demo = true``."""
+    for name in available():
+        comp = load_competition(name)
+        if comp.demo:
+            return comp
+    raise KitError(
+        "no competition offers a demo",
+        hint=f"set demo = true in a {CONFIG_NAME} whose plug-in has the ExamplePlugin functions",
+    )
 
 
 def load_competition(name: str) -> Competition:

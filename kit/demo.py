@@ -1,11 +1,12 @@
 """`kit demo`: the whole pipeline on a synthetic-faces competition that kit generates itself.
 
-No Kaggle account and no data are needed. The competition is facial-keypoints under the name
-"demo" (its own work folder, ``work/demo/``, so real facial-keypoints work is untouched), and
-its files are written in FKD's exact formats by the plug-in's ``write_example``: drawn faces
+No Kaggle account and no data are needed. The competition is the one whose competition.toml
+says ``demo = true`` (facial-keypoints), under the name "demo" (its own work folder,
+``work/demo/``, so real work is untouched), and its files are written in that competition's
+exact formats by the plug-in's ``write_example`` (for FKD: drawn faces
 with known keypoints, varied pose and lighting, and FKD's 8/30 missing-keypoint pattern, plus
 an IdLookupTable.csv that asks all 30 values of a third of the test images and only the
-"eight" subset's 8 of the others. Because kit drew the test faces, it keeps their answers
+"eight" subset's 8 of the others). Because kit drew the test faces, it keeps their answers
 (``work/demo/answers.csv``) and scores its own submission locally, as Kaggle would.
 """
 
@@ -18,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit.competition import Competition, load_competition
+from kit import competition
+from kit.competition import Competition
 from kit.data.arrays import KeypointData
-from kit.pipeline import PipelineReport, PipelineResult, run_pipeline
+from kit.pipeline import PipelineResult, run_pipeline
+from kit.progress import OnEvent, ignore
 from kit.stack import PICKED
 from kit.workspace import read_json, write_json
 
 DEMO_NAME = "demo"
-BASE_COMPETITION = "facial-keypoints"
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ class DemoSettings:
 
 
 def demo_competition(input_size: int = 96) -> Competition:
-    """facial-keypoints, renamed "demo" (its own work folder), at `input_size` pixels."""
+    """The demo-offering competition, renamed "demo" (its own work folder), at `input_size` px."""
     return dataclasses.replace(
-        load_competition(BASE_COMPETITION), name=DEMO_NAME, input_size=input_size
+        competition.demo_competition(), name=DEMO_NAME, input_size=input_size
     )
 
 
@@ -108,12 +110,12 @@ def score_table(comp: Competition, result: PipelineResult) -> pd.DataFrame:
     columns = stacked.keypoints
     with np.load(stacked.path / "candidates.npz") as z:
         candidates = {key.removeprefix("test/"): z[key] for key in z.files if key[:5] == "test/"}
-    families = {r["run_id"]: r["family"] for r in stacked.manifest["runs"]}
+    families = {r["run_id"]: r["family"] for r in stacked.manifest.runs}
     rows = []
     for row in stacked.table.itertuples(index=False):
         key = row.method
         if row.kind == "best single":
-            key = stacked.manifest["best_single"]
+            key = stacked.manifest.best_single
         pred = stacked.test if key == PICKED else candidates[key]
         full = np.full((len(test), comp.num_keypoints, 2), np.nan)
         full[:, columns] = pred
@@ -131,16 +133,14 @@ def score_table(comp: Competition, result: PipelineResult) -> pd.DataFrame:
         {
             "method": f"submission {submission.path.name}",
             "kind": "submission",
-            "cv": submission.manifest["cv_score"],
+            "cv": submission.manifest.cv_score,
             "test": score_submission(comp, submission.path),
         }
     )
     return pd.DataFrame(rows)
 
 
-def run_demo(
-    settings: DemoSettings | None = None, report: PipelineReport | None = None
-) -> DemoResult:
+def run_demo(settings: DemoSettings | None = None, on_event: OnEvent = ignore) -> DemoResult:
     """Generate (once) the demo competition, run fetch .. submit (dry run) on it, score the
     submission against the answers."""
     settings = settings or DemoSettings()
@@ -151,7 +151,7 @@ def run_demo(
         settings.budget,
         upload=False,
         source=source,
-        report=report,
+        on_event=on_event,
         families=list(settings.families),
         epochs=settings.epochs,
         folds=settings.folds,

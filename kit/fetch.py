@@ -11,7 +11,6 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.data.unpack import extract_nested, extract_zip
 from kit.errors import DataError
+from kit.progress import Event, OnEvent, ignore
 from kit.workspace import Workspace, read_json, sha256_file, write_json
 
-Report = Callable[[str], None]
 _SOURCE_HINT = "give a competition zip or folder"
 
 
@@ -113,7 +112,7 @@ def fetch(
     comp: Competition,
     source: Path | None = None,
     force: bool = False,
-    report: Report = lambda _msg: None,
+    on_event: OnEvent = ignore,
 ) -> FetchResult:
     """Download (or take `source`), verify, and cache `comp`'s data under its work folder."""
     started = time.perf_counter()
@@ -122,13 +121,13 @@ def fetch(
     if source is None:
         from kit import kaggle  # imported late: the kaggle client is slow and noisy to import
 
-        report(f"downloading {comp.kaggle_slug} from Kaggle")
+        on_event(Event("fetch", "step", text=f"downloading {comp.kaggle_slug} from Kaggle"))
         source = kaggle.download_competition_files(comp.kaggle_slug, ws.downloads, force=force)
     source = Path(source)
     if not source.exists():
         raise DataError("no such file or folder", path=source, hint=_SOURCE_HINT)
 
-    report("checking checksums")
+    on_event(Event("fetch", "step", text="checking checksums"))
     fingerprint = {"source": source_fingerprint(source), "parser": parser_fingerprint(comp)}
     if not force and _is_up_to_date(ws, fingerprint):
         counts = read_json(ws.checksums)["counts"]
@@ -136,12 +135,12 @@ def fetch(
 
     staging = Path(tempfile.mkdtemp(prefix=".raw-staging-", dir=ws.root))
     try:
-        report(f"unpacking {source.name}")
+        on_event(Event("fetch", "step", text=f"unpacking {source.name}"))
         _stage(source, staging)
         _check_required(comp, staging, source)
-        report("parsing and verifying")
+        on_event(Event("fetch", "step", text="parsing and verifying"))
         train, test = comp.plugin.load(staging, comp)
-        report("writing the cache")
+        on_event(Event("fetch", "step", text="writing the cache"))
         train.save(ws.train_npz)
         test.save(ws.test_npz)
         raw_sums = {

@@ -4,6 +4,9 @@ Every public function checks credentials first, runs the client with retries (42
 Retry-After, 5xx and connection errors with exponential backoff and jitter) and turns any failure
 into a one-line :class:`KaggleError` that says what to do. The client's own chatter on stdout is
 swallowed so that kit's output stays clean.
+
+One file (about 460 lines) on purpose: it is the whole boundary to the kaggle client, so that
+no other module imports the client or knows its wire types.
 """
 
 from __future__ import annotations

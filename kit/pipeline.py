@@ -29,6 +29,7 @@ from kit.competition import Competition
 from kit.data.folds import write_folds
 from kit.errors import KitError
 from kit.fetch import FetchResult, fetch
+from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
 from kit.submit import SubmissionResult, make_submission
 from kit.training.runs import RunResult
@@ -40,19 +41,6 @@ STAGES = ("fetch", "folds", "tune", "stack", "submit")
 CPU_FAMILIES = ("lenet", "sp")
 CPU_SP_BUDGET = 30 * 60
 DEFAULT_FOLDS = 5
-
-
-@dataclass
-class PipelineEvent:
-    """Progress of one stage: status "start", "progress", "done" or "skipped"."""
-
-    stage: str
-    status: str
-    text: str = ""
-    fraction: float | None = None  # of the stage, when known
-
-
-PipelineReport = Callable[[PipelineEvent], None]
 
 
 @dataclass
@@ -157,20 +145,22 @@ def _folds_k(comp: Competition) -> int | None:
 # ------------------------------------------------------------------------- stages
 
 
-def fetch_stage(comp: Competition, source: Path | str | None, say: Callable[[str], None]):
+def fetch_stage(comp: Competition, source: Path | str | None, on_event: OnEvent):
     """Fetch from `source`; without one, keep a cache that exists, else download from Kaggle."""
     ws = comp.workspace
     if source is None and all(p.is_file() for p in (ws.checksums, ws.train_npz, ws.test_npz)):
-        say("cached data kept (kit fetch --force refreshes it)")
+        on_event(Event("fetch", "step", text="cached data kept (kit fetch --force refreshes it)"))
         return None
-    return fetch(comp, None if source is None else Path(source), report=say)
+    return fetch(comp, None if source is None else Path(source), on_event=on_event)
 
 
-def folds_stage(comp: Competition, k: int | None, say: Callable[[str], None]) -> int:
+def folds_stage(comp: Competition, k: int | None, on_event: OnEvent) -> int:
     """Write the folds file (a no-op when up to date); without `k`, keep the existing k."""
     k = k or _folds_k(comp) or DEFAULT_FOLDS
     result = write_folds(comp, k=k)
-    say(f"{'wrote' if result.written else 'kept'} {result.k} folds")
+    on_event(
+        Event("folds", "step", text=f"{'wrote' if result.written else 'kept'} {result.k} folds")
+    )
     return result.k
 
 
@@ -180,24 +170,21 @@ def tune_stage(
     deadline: float,
     k: int,
     device: str | None,
-    report: PipelineReport,
+    on_event: OnEvent,
 ) -> tuple[list[RunResult], pd.DataFrame, list[str]]:
     """Search the families one trial at a time, round robin, while the final trainings still
     fit before `deadline`; then train the best trials that fit the time left on all folds.
     Returns (runs, trials table, notes)."""
-    from kit.tuning import TuneEvent, tune
-
-    def on_tune(event: TuneEvent) -> None:
-        report(PipelineEvent("tune", "progress", str(event)))
+    from kit.tuning import tune
 
     notes: list[str] = []
-    trials = search_round_robin(comp, plan, deadline, k, device, on_tune, notes)
+    trials = search_round_robin(comp, plan, deadline, k, device, on_event, notes)
     chosen = choose_finals(trials, plan.best_n, k, deadline - time.monotonic())
     runs: list[RunResult] = []
     for family, n in chosen.items():
         result = tune(
             comp, [family], trials=finished_trials(trials, family), best_n=n,
-            epochs=plan.epochs, device=device, report=on_tune,
+            epochs=plan.epochs, device=device, on_event=on_event,
         )  # fmt: skip
         runs += result.best_runs.get(family, [])
     searched = set(trials.family) if len(trials) else set()
@@ -222,7 +209,7 @@ def search_round_robin(
     deadline: float,
     k: int,
     device: str | None,
-    on_tune: Callable,
+    on_event: OnEvent,
     notes: list[str],
     clock: Callable[[], float] = time.monotonic,
 ) -> pd.DataFrame:
@@ -253,7 +240,7 @@ def search_round_robin(
             try:
                 result = tune(
                     comp, [family], trials=done[family] + 1, best_n=0, epochs=plan.epochs,
-                    device=device, report=on_tune,
+                    device=device, on_event=on_event,
                 )  # fmt: skip
             except KitError as exc:
                 failures[family] += 1
@@ -314,12 +301,12 @@ def _pick_finals(
 
 
 @contextmanager
-def _stage(name: str, report: PipelineReport, seconds: dict[str, float]) -> Iterator[None]:
-    report(PipelineEvent(name, "start"))
+def _stage(name: str, on_event: OnEvent, seconds: dict[str, float]) -> Iterator[None]:
+    on_event(Event(name, "start"))
     started = time.monotonic()
     yield
     seconds[name] = time.monotonic() - started
-    report(PipelineEvent(name, "done", f"{seconds[name]:.0f} s", 1.0))
+    on_event(Event(name, "done", 1, 1, f"{seconds[name]:.0f} s"))
 
 
 def run_pipeline(
@@ -327,7 +314,7 @@ def run_pipeline(
     budget_seconds: float,
     upload: bool = False,
     source: Path | str | None = None,
-    report: PipelineReport | None = None,
+    on_event: OnEvent = ignore,
     *,
     families: list[str] | None = None,
     epochs: int | None = None,
@@ -340,18 +327,14 @@ def run_pipeline(
 ) -> PipelineResult:
     """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> stack -> submit
     (uploaded only with `upload`), within about `budget_seconds`."""
-    report = report or (lambda _event: None)
     started = time.monotonic()
     deadline_total = started + budget_seconds
     seconds: dict[str, float] = {}
 
-    def say(stage: str) -> Callable[[str], None]:
-        return lambda text: report(PipelineEvent(stage, "progress", text))
-
-    with _stage("fetch", report, seconds):
-        fetched = fetch_stage(comp, source, say("fetch"))
-    with _stage("folds", report, seconds):
-        k = folds_stage(comp, folds, say("folds"))
+    with _stage("fetch", on_event, seconds):
+        fetched = fetch_stage(comp, source, on_event)
+    with _stage("folds", on_event, seconds):
+        k = folds_stage(comp, folds, on_event)
     plan = plan_budget(
         comp,
         budget_seconds,
@@ -361,29 +344,25 @@ def run_pipeline(
         device=device,
         upload=upload,
     )
-    with _stage("tune", report, seconds):
+    with _stage("tune", on_event, seconds):
         deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
-        runs, trials, notes = tune_stage(comp, plan, deadline, k, device, report)
-
-    def on_stack(done: int, total: int, text: str) -> None:
-        report(PipelineEvent("stack", "progress", text, done / max(total, 1)))
-
-    with _stage("stack", report, seconds):
+        runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
+    with _stage("stack", on_event, seconds):
         stacked = stack(
             comp,
             per_family=best_n,
             features=stack_features,
-            report=on_stack,
+            on_event=on_event,
             warn=lambda text: notes.append(text),
         )
-    with _stage("submit", report, seconds):
+    with _stage("submit", on_event, seconds):
         submission = make_submission(
             comp,
             None,
             eight_source=eight_source,
             message=message,
             dry_run=not upload,
-            say=say("submit"),
+            on_event=on_event,
         )
     return PipelineResult(
         competition=comp.name,
@@ -411,6 +390,6 @@ def summary(result: PipelineResult) -> dict[str, Any]:
         "stack": result.stack.stack_id,
         "stack_cv": result.stack.cv_score,
         "submission": str(result.submission.path),
-        "submitted": result.submission.manifest["source"]["id"],
+        "submitted": result.submission.manifest.source["id"],
         "notes": result.notes,
     }

@@ -17,24 +17,25 @@ that is the source with the best CV on the eight keypoints, when it is not the m
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import kit
 from kit import workspace
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KaggleError, KitError
+from kit.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
+from kit.progress import Event, OnEvent, ignore
 from kit.provenance import git_commit
-from kit.stack import list_stacks
-from kit.training.runs import list_runs
-from kit.workspace import read_json, sha256_file, write_json
+from kit.stack import StackResult, list_stacks
+from kit.training.runs import RunResult, list_runs
+from kit.workspace import SavedPredictions, read_json, sha256_file
 
 EIGHT = "eight"
 NO_EIGHT = ("none", "same", "off")  # --eight-from values that turn the 8 + 30 split off
@@ -50,39 +51,43 @@ def submissions_dir(comp: Competition) -> Path:
 
 @dataclass(frozen=True)
 class Source:
-    """A run or a stack whose test predictions can be submitted."""
+    """A finished run or stack whose test predictions can be submitted."""
 
     kind: str  # "run" or "stack"
     id: str
-    path: Path
+    saved: SavedPredictions  # its folder: manifest, oof.npy, test.npy
 
-    @cached_property
-    def manifest(self) -> dict[str, Any]:
-        return read_json(self.path / "manifest.json")
+    @property
+    def path(self) -> Path:
+        return self.saved.path
 
-    @cached_property
+    @property
+    def manifest(self) -> RunManifest | StackManifest:
+        return self.saved.manifest
+
+    @property
     def test(self) -> np.ndarray:
         """(M, K', 2) input pixels; columns = `keypoints`."""
-        return np.load(self.path / "test.npy")
+        return self.saved.test
 
     @property
     def keypoints(self) -> list[int]:
-        return list(self.manifest["keypoint_indices"])
+        return self.saved.keypoints
 
     @property
     def cv_score(self) -> float:
-        return float(self.manifest["cv"]["overall"])
+        return self.saved.cv_score
 
     def group_score(self, group: str) -> float | None:
         """CV score on a named keypoint subset (e.g. "eight"), if it predicts all of it."""
-        value = self.manifest["cv"].get("per_group", {}).get(group)
+        value = self.manifest.cv.get("per_group", {}).get(group)
         return None if value is None else float(value)
 
     @property
     def run_ids(self) -> list[str]:
         if self.kind == "run":
             return [self.id]
-        return [r["run_id"] for r in self.manifest["runs"]]
+        return [r["run_id"] for r in self.manifest.runs]
 
     def covers(self, keypoints: list[int]) -> bool:
         return set(keypoints) <= set(self.keypoints)
@@ -90,7 +95,7 @@ class Source:
     @property
     def complete(self) -> bool:
         """A stack, or a run trained on every fold (not a tuning trial or a quick run)."""
-        return self.kind == "stack" or bool(self.manifest["folds"].get("complete", False))
+        return self.kind == "stack" or bool(self.manifest.folds.get("complete", False))
 
     def full_test(self, num_keypoints: int) -> np.ndarray:
         """(M, K, 2) with NaN for the keypoints it does not predict."""
@@ -105,14 +110,14 @@ class Source:
             "path": str(self.path),
             "cv_score": self.cv_score,
             "keypoints": len(self.keypoints),
-            "family": self.manifest.get("family"),
+            "family": getattr(self.manifest, "family", None),
         }
 
 
 def list_sources(comp: Competition) -> list[Source]:
     """Every finished run and stack of `comp`, best CV first."""
-    sources = [Source("run", r.run_id, r.path) for r in list_runs(comp)]
-    sources += [Source("stack", s.stack_id, s.path) for s in list_stacks(comp)]
+    sources = [Source("run", r.run_id, r) for r in list_runs(comp)]
+    sources += [Source("stack", s.stack_id, s) for s in list_stacks(comp)]
     return sorted(sources, key=lambda s: s.cv_score)
 
 
@@ -120,9 +125,7 @@ def resolve_source(comp: Competition, name: str | Path) -> Source:
     """A run or stack by id, unique id prefix, or folder path."""
     path = Path(name)
     if (path / "manifest.json").is_file():
-        manifest = read_json(path / "manifest.json")
-        kind = "stack" if "stack_id" in manifest else "run"
-        return Source(kind, str(manifest.get(f"{kind}_id", path.name)), path)
+        return _folder_source(path)
     text = str(name).strip()
     sources = list_sources(comp)
     exact = [s for s in sources if s.id == text]
@@ -139,6 +142,18 @@ def resolve_source(comp: Competition, name: str | Path) -> Source:
         f"{text!r} matches {len(matches)} runs and stacks of {comp.name}",
         hint=f"give more of the id: {', '.join(s.id for s in matches[:5])}",
     )
+
+
+def _folder_source(path: Path) -> Source:
+    """A run or stack folder given by path (it may lie outside the work folder)."""
+    data = read_json(path / "manifest.json")
+    kind = manifest_kind(data)[0] or ("stack" if "stack_id" in data else "run")
+    if kind == "stack":
+        stack = StackManifest.from_json(data, path / "manifest.json")
+        table = pd.read_csv(path / "table.csv")
+        return Source("stack", stack.stack_id, StackResult(stack.stack_id, path, stack, table))
+    run = RunManifest.from_json(data, path / "manifest.json")
+    return Source("run", run.run_id, RunResult(run.run_id, path, run))
 
 
 def default_source(comp: Competition) -> Source:
@@ -172,7 +187,7 @@ def default_eight_source(comp: Competition, main: Source) -> Source | None:
 
 def _check_fresh(comp: Competition, source: Source, test: KeypointData) -> None:
     """The source's test predictions must belong to the cached test split as it is now."""
-    recorded = source.manifest.get("data", {}).get("test")
+    recorded = source.manifest.data.get("test")
     stale = recorded is not None and recorded != sha256_file(comp.workspace.test_npz)
     if stale or len(source.test) != len(test):
         raise DataError(
@@ -190,15 +205,15 @@ def _check_fresh(comp: Competition, source: Source, test: KeypointData) -> None:
 class SubmissionResult:
     path: Path  # the CSV
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: SubmissionManifest  # replaced (and rewritten) when the upload ends
 
     @property
     def uploaded(self) -> bool:
-        return bool(self.manifest["uploaded"])
+        return self.manifest.uploaded
 
     @property
     def kaggle_ref(self) -> int | None:
-        return self.manifest["kaggle_ref"]
+        return self.manifest.kaggle_ref
 
 
 def _file_stem(folder: Path, main: Source, eight: Source | None) -> str:
@@ -233,7 +248,7 @@ def make_submission(
     eight_source: Path | str | None = None,
     message: str = "",
     dry_run: bool = True,
-    say: Callable[[str], None] | None = None,
+    on_event: OnEvent = ignore,
 ) -> SubmissionResult:
     """Write the submission of `source` (default: the best-CV run or stack predicting every
     keypoint), its manifest, and upload it unless `dry_run`.
@@ -269,10 +284,10 @@ def make_submission(
     )
     message = message or _default_message(main, eight)
     manifest = _manifest(comp, csv_path, main, eight, info, message, dry_run)
-    write_json(manifest_path, manifest)
+    manifest.write(manifest_path)
     result = SubmissionResult(csv_path, manifest_path, manifest)
     if not dry_run:
-        upload(comp, result, say=say)
+        upload(comp, result, on_event=on_event)
     return result
 
 
@@ -284,61 +299,56 @@ def _default_message(main: Source, eight: Source | None) -> str:
 def _manifest(comp, csv_path, main: Source, eight: Source | None, info, message, dry_run):
     used = [main] + ([eight] if eight is not None else [])
     runs = list(dict.fromkeys(run for s in used for run in s.run_ids))
-    return {
-        "competition": comp.name,
-        "kaggle_slug": comp.kaggle_slug,
-        "file": csv_path.name,
-        "csv": str(csv_path),
-        "csv_sha256": sha256_file(csv_path),
-        "cv_score": main.cv_score,
-        "metric": comp.metric,
-        "cv": {
-            "source": main.manifest["cv"],
+    return SubmissionManifest(
+        competition=comp.name,
+        kaggle_slug=comp.kaggle_slug,
+        file=csv_path.name,
+        csv=str(csv_path),
+        csv_sha256=sha256_file(csv_path),
+        cv_score=main.cv_score,
+        metric=comp.metric,
+        cv={
+            "source": main.manifest.cv,
             EIGHT: None if eight is None else eight.group_score(EIGHT),
         },
-        "source": main.describe(),
-        "eight_source": None if eight is None else eight.describe(),
-        "runs": runs,
-        "stack": main.id if main.kind == "stack" else None,
-        "stacks": [s.id for s in used if s.kind == "stack"],
-        "settings": {
+        source=main.describe(),
+        eight_source=None if eight is None else eight.describe(),
+        runs=runs,
+        stack=main.id if main.kind == "stack" else None,
+        stacks=[s.id for s in used if s.kind == "stack"],
+        settings={
             "eight_rule": "images whose lookup rows ask only for the eight subset take eight_source"
             if eight is not None
             else "off",
             **info,
         },
-        "message": message,
-        "dry_run": dry_run,
-        "uploaded": False,
-        "kaggle_ref": None,
-        "upload_error": None,
-        "git_commit": git_commit(),
-        "kit": kit.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+        message=message,
+        dry_run=dry_run,
+        git_commit=git_commit(),
+        kit=kit.__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
-def upload(
-    comp: Competition, result: SubmissionResult, say: Callable[[str], None] | None = None
-) -> int:
+def upload(comp: Competition, result: SubmissionResult, on_event: OnEvent = ignore) -> int:
     """Upload a written submission; record Kaggle's ref (or the error) in its manifest."""
     from kit import kaggle  # late: the kaggle client is slow and noisy to import
 
-    manifest = result.manifest
     try:
-        ref = kaggle.submit(comp.kaggle_slug, result.path, manifest["message"])
+        ref = kaggle.submit(comp.kaggle_slug, result.path, result.manifest.message)
     except KaggleError as exc:
-        manifest.update(uploaded=False, kaggle_ref=None, upload_error=str(exc))
-        write_json(result.manifest_path, manifest)
+        result.manifest = result.manifest.replace(
+            uploaded=False, kaggle_ref=None, upload_error=str(exc)
+        )
+        result.manifest.write(result.manifest_path)
         raise KaggleError(str(exc), hint=f"not uploaded; the file is kept: {result.path}") from exc
-    manifest.update(
+    result.manifest = result.manifest.replace(
         uploaded=True,
         kaggle_ref=ref,
         upload_error=None,
         dry_run=False,
         uploaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    write_json(result.manifest_path, manifest)
-    if say is not None:
-        say(f"Kaggle accepted the submission, ref {ref}")
+    result.manifest.write(result.manifest_path)
+    on_event(Event("submit", "step", text=f"Kaggle accepted the submission, ref {ref}"))
     return ref

@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kit.manifests import RunManifest, StackManifest
 
 WORK_ENV = "KIT_WORK"
 SUBMISSIONS_ENV = "KIT_SUBMISSIONS"
@@ -100,7 +103,7 @@ class SavedPredictions:
     """A stage folder holding oof.npy, test.npy and manifest.json (runs and stacks alike)."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest | StackManifest
 
     @cached_property
     def oof(self) -> np.ndarray:
@@ -113,11 +116,11 @@ class SavedPredictions:
 
     @property
     def cv_score(self) -> float:
-        return float(self.manifest["cv"]["overall"])
+        return float(self.manifest.cv["overall"])
 
     @property
     def keypoints(self) -> list[int]:
-        return list(self.manifest["keypoint_indices"])
+        return list(self.manifest.keypoint_indices)
 
 
 @contextmanager

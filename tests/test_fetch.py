@@ -195,3 +195,11 @@ def test_the_bundled_plugins_define_what_kit_calls() -> None:
         assert isinstance(load_competition(name).plugin, CompetitionPlugin), name
     assert isinstance(load_competition("facial-keypoints").plugin, ExamplePlugin)
     assert not isinstance(load_competition("ibug-68").plugin, ExamplePlugin)  # no demo scoring
+
+
+def test_the_demo_runs_on_the_competition_whose_config_offers_one() -> None:
+    from kit.competition import ExamplePlugin, available, demo_competition
+
+    offering = [name for name in available() if load_competition(name).demo]
+    assert offering == [demo_competition().name]
+    assert isinstance(demo_competition().plugin, ExamplePlugin)

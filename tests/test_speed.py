@@ -92,4 +92,4 @@ def test_each_fold_records_the_speed_it_ran_with() -> None:
     result = run_tiny(comp, folds=1, epochs=1, overrides={"channels_last": True})
     record = json.loads((result.path / "fold-0.done.json").read_text())
     assert record["speed"] == {"channels_last": True, "bf16": False, "compile": False}
-    assert result.manifest["fold_speeds"] == {"0": record["speed"]}
+    assert result.manifest.fold_speeds == {"0": record["speed"]}

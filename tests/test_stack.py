@@ -340,7 +340,7 @@ def test_stack_of_runs_writes_reusable_artifacts(tiny: Competition) -> None:
         assert (result.path / name).stat().st_size > 0
     table = pd.read_csv(result.path / "table.csv")
     assert list(table["method"][-3:]) == [RIDGE, LIGHTGBM, PICKED]
-    assert set(result.manifest["picks"]) == set(tiny.keypoint_names)
+    assert set(result.manifest.picks) == set(tiny.keypoint_names)
     again = stack(tiny, per_family=2)
     assert again.reused and again.stack_id == result.stack_id
     assert [s.stack_id for s in list_stacks(tiny)] == [result.stack_id]
@@ -368,7 +368,7 @@ def test_stack_cli_prints_the_comparison(
     assert "picked" in result.out and "lightgbm" in result.out and "nose_tip" in result.out
     assert "x the best single model" in result.out
     stacked = list_stacks(tiny)[0]
-    assert stacked.manifest["features"] == ["diffs", "image"]
+    assert stacked.manifest.features == ["diffs", "image"]
     assert stacked.run_ids == [run.run_id]
     bad = cli("stack", TINY_NAME, "--features", "pixels")
     assert bad.code == 1 and "--features: unknown pixels" in bad.err

@@ -214,15 +214,15 @@ def test_eight_only_images_take_the_eight_source(tiny: Competition) -> None:
     # the eight source differs from the main one beyond the 1e-4 tolerance above
     assert np.abs(values[only_eight] - main_only[only_eight]).mean() > 1e-3
     manifest = result.manifest
-    assert manifest["eight_source"]["id"] == eight.run_id
-    assert manifest["runs"] == [full.run_id, eight.run_id]
-    assert manifest["settings"]["images_from_subset"] > 0
+    assert manifest.eight_source["id"] == eight.run_id
+    assert manifest.runs == [full.run_id, eight.run_id]
+    assert manifest.settings["images_from_subset"] > 0
 
     # By default the eight source is whichever source scores best on the eight keypoints.
     auto = make_submission(tiny, full.run_id)
-    scores = {r.run_id: r.manifest["cv"]["per_group"]["eight"] for r in (full, eight)}
+    scores = {r.run_id: r.manifest.cv["per_group"]["eight"] for r in (full, eight)}
     best = min(scores, key=scores.get)
-    chosen = auto.manifest["eight_source"]
+    chosen = auto.manifest.eight_source
     assert (chosen and chosen["id"]) == (None if best == full.run_id else best)
     with pytest.raises(KitError, match="predicts 4 of 15 keypoints"):
         make_submission(tiny, eight.run_id)
@@ -233,9 +233,9 @@ def test_the_default_source_is_never_a_run_of_only_some_folds(tiny: Competition)
     with pytest.raises(KitError, match="predicts every keypoint"):
         make_submission(tiny)
     full = tiny_run(tiny)
-    assert make_submission(tiny).manifest["source"]["id"] == full.run_id
+    assert make_submission(tiny).manifest.source["id"] == full.run_id
     named = make_submission(tiny, partial.run_id, eight_source="none")  # named: allowed
-    assert named.manifest["source"]["id"] == partial.run_id
+    assert named.manifest.source["id"] == partial.run_id
 
 
 def test_no_source_and_a_stale_source_are_clear_errors(tiny: Competition, tmp_path: Path) -> None:

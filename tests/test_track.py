@@ -23,6 +23,7 @@ from kit import kaggle
 from kit.competition import Competition, load_competition
 from kit.console import console
 from kit.errors import DataError, KaggleError, KitError
+from kit.manifests import SubmissionManifest
 from kit.track import loop, notify, schedule, snapshot, views
 from kit.track.store import TrackStore
 
@@ -287,19 +288,19 @@ def test_pending_to_complete_notifies_once(
         submission(101, public="2.10000", day=1),
     ]
     clock, said = Clock(), []
-    first = snapshot.poll(comp, webhook=url, clock=clock, say=said.append)
+    first = snapshot.poll(comp, webhook=url, clock=clock, on_event=lambda e: said.append(e.text))
     assert first.changes == [] and received == []  # the first snapshot is the baseline
     assert first.standing.rank == 12 and first.standing.best == 2.0
 
     server.submissions[SLUG][0].update(status="COMPLETE", publicScore="1.20000")
     server.leaderboards[SLUG] = board(25, me_at=4, me_score=1.2)
-    second = snapshot.poll(comp, webhook=url, clock=clock, say=said.append)
+    second = snapshot.poll(comp, webhook=url, clock=clock, on_event=lambda e: said.append(e.text))
     assert [c.kind for c in second.changes] == ["scored", "new_best", "rank"]
     assert second.changes[0].details["ref"] == 103
     assert second.changes[1].details == {"best": 1.2, "previous": 2.0}
     assert second.changes[2].details == {"rank": 4, "previous": 12, "teams": 26}
 
-    third = snapshot.poll(comp, webhook=url, clock=clock, say=said.append)
+    third = snapshot.poll(comp, webhook=url, clock=clock, on_event=lambda e: said.append(e.text))
     assert third.changes == [] and not third.recorded.is_new
     assert len(received) == 1  # announced exactly once
     body = received[0]
@@ -316,9 +317,9 @@ def test_failed_submission_and_unreachable_webhook_do_not_crash(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     closed = "http://127.0.0.1:9/hook"  # discard port: nothing listens
     server.submissions[SLUG] = [submission(201, "PENDING")]
-    snapshot.poll(comp, webhook=closed, clock=Clock(), say=lambda s: None)
+    snapshot.poll(comp, webhook=closed, clock=Clock(), on_event=lambda e: None)
     server.submissions[SLUG][0].update(status="ERROR", errorDescription="bad header")
-    result = snapshot.poll(comp, webhook=closed, clock=Clock(), say=lambda s: None)
+    result = snapshot.poll(comp, webhook=closed, clock=Clock(), on_event=lambda e: None)
     assert [c.message for c in result.changes] == [
         "submission 201 (sub-201.csv) failed: bad header"
     ]
@@ -370,7 +371,7 @@ def test_loop_survives_500_and_backs_off_on_429(
         sleep=slept.append,
         clock=lambda: 0.0,
         rng=lambda: 0.5,  # no jitter
-        say=said.append,
+        on_event=lambda e: said.append(e.text),
     )
     assert (stats.polls, stats.errors, stats.interrupted) == (5, 3, False)
     # 500: keep the cadence; 429 twice in a row: 4x and 8x; success: back to the cadence
@@ -403,7 +404,7 @@ def test_loop_fails_fast_on_a_permanent_first_error(server: FakeKaggle, comp: Co
             60.0,
             max_iterations=3,
             sleep=slept.append,
-            say=lambda s: None,
+            on_event=lambda e: None,
         )
     assert slept == []
 
@@ -419,7 +420,9 @@ def test_loop_stops_cleanly_on_ctrl_c() -> None:
             raise KeyboardInterrupt
 
     said: list[str] = []
-    stats = loop.run_loop(poll, 60.0, sleep=sleep, clock=lambda: 0.0, say=said.append)
+    stats = loop.run_loop(
+        poll, 60.0, sleep=sleep, clock=lambda: 0.0, on_event=lambda e: said.append(e.text)
+    )
     assert stats.interrupted and stats.polls == 2 and said == ["stopped after 2 poll(s)"]
 
 
@@ -479,10 +482,13 @@ def test_show_joins_local_cv_from_manifests(
     snapshot.take_snapshot(comp, clock=Clock())
     folder = tmp_path / "submissions" / COMP
     folder.mkdir(parents=True)
-    (folder / "a.json").write_text(
-        json.dumps({"kaggle_ref": 401, "cv_score": 1.9, "file": "x.csv"})
-    )
-    (folder / "b.json").write_text(json.dumps({"file": "subs/sub-402.csv", "cv": {"score": 2.2}}))
+
+    def manifest(**fields) -> SubmissionManifest:
+        source = {"kind": "run", "id": "r"}
+        return SubmissionManifest(COMP, csv_sha256="0", metric="rmse", source=source, **fields)
+
+    manifest(kaggle_ref=401, cv_score=1.9, file="x.csv").write(folder / "a.json")
+    manifest(cv_score=2.2, file="subs/sub-402.csv").write(folder / "b.json")  # matched by name
     (folder / "c.json").write_text("{broken")
     with TrackStore.for_workspace(comp.workspace.root) as store:
         ov = views.overview(store, COMP, "rmse", folder)

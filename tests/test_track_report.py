@@ -5,7 +5,6 @@ that headless Chromium renders (when installed)."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 import shutil
 import sqlite3
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from kit.competition import Competition, load_competition
+from kit.manifests import SubmissionManifest
 from kit.track import plots, report, views
 from kit.track.store import TrackStore
 
@@ -80,7 +80,9 @@ def tracked(comp: Competition, tmp_path: Path) -> tuple[TrackStore, views.Overvi
     folder.mkdir()
     for k in range(N_SNAPSHOTS):
         cv = 1.95 - 0.2 * k + 0.03 * (k % 2)
-        (folder / f"{k}.json").write_text(json.dumps({"kaggle_ref": 900 + k, "cv_score": cv}))
+        SubmissionManifest(
+            COMP, f"{k}.csv", "0", cv, "rmse", {"kind": "run", "id": "r"}, kaggle_ref=900 + k
+        ).write(folder / f"{k}.json")
     ov = views.overview(store, COMP, comp.metric, folder, username="kit-tester")
     yield store, ov
     store.close()

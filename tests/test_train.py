@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.errors import KitError
+from kit.progress import Event
 from kit.training import loop, runs
 from kit.training.config import parse_overrides, resolve_config
 from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
@@ -197,8 +199,8 @@ def test_masked_loss_trains_on_rows_with_missing_keypoints(comp: Competition) ->
     assert main["train_rows"] == N_TRAIN - N_TRAIN // K_FOLDS  # sparse rows are used too
     losses = [h["train_loss"] for h in main["history"]]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert result.manifest["folds"]["rows_predicted"] == N_TRAIN // K_FOLDS
-    assert result.manifest["folds"]["complete"] is False
+    assert result.manifest.folds["rows_predicted"] == N_TRAIN // K_FOLDS
+    assert result.manifest.folds["complete"] is False
     assert np.isnan(result.oof[result.oof_folds == -1]).all()
 
 
@@ -231,14 +233,14 @@ def test_eight_thirty_merges_two_models_into_full_oof(comp: Competition) -> None
     np.testing.assert_allclose(result.oof[rows][:, sorted(eight)], from_eight, atol=1e-4)
     others = [k for k in range(15) if k not in eight]
     np.testing.assert_allclose(result.oof[rows][:, others], from_full[:, others], atol=1e-4)
-    assert result.manifest["plan"]["submodels"][1]["complete_rows_only"] is True
+    assert result.manifest.plan["submodels"][1]["complete_rows_only"] is True
 
 
 def test_keypoint_subset_run_holds_only_those_keypoints(comp: Competition) -> None:
     result = run_tiny(comp, folds=1, keypoints="nose")
     assert result.oof.shape == (N_TRAIN, 1, 2)
-    assert result.manifest["keypoints"] == ["nose_tip"]
-    assert result.manifest["keypoint_indices"] == [comp.keypoint_names.index("nose_tip")]
+    assert result.manifest.keypoints == ["nose_tip"]
+    assert result.manifest.keypoint_indices == [comp.keypoint_names.index("nose_tip")]
     with pytest.raises(KitError, match="flip partners right_eye_center"):
         run_tiny(comp, folds=1, keypoints="left_eye_center")
 
@@ -257,7 +259,7 @@ def test_impute_target_set_fills_training_labels_per_fold(comp: Competition) -> 
     # The validation truth is never imputed: scored coordinates = the real labels only.
     data = KeypointData.load(comp.workspace.train_npz)
     rows = np.flatnonzero(np.arange(N_TRAIN) % K_FOLDS == 0)
-    assert result.manifest["cv"]["coordinates"] == np.isfinite(data.keypoints[rows]).sum()
+    assert result.manifest.cv["coordinates"] == np.isfinite(data.keypoints[rows]).sum()
 
 
 # ---------------------------------------------------------------- resume and reuse
@@ -267,25 +269,29 @@ def test_impute_target_set_fills_training_labels_per_fold(comp: Competition) -> 
 def test_interrupted_run_resumes_at_the_next_fold(comp: Competition, device: torch.device) -> None:
     """One-epoch folds on --device: a run stopped in fold 1 resumes there, keeping fold 0."""
 
+    def on_epoch(do) -> Callable[[Event], None]:
+        return lambda event: do(event.detail) if event.what == "epoch" else None
+
     def stop_at_fold_one(report) -> None:
         if report.fold == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_tiny(comp, epochs=1, device=str(device), on_epoch=stop_at_fold_one)
+        run_tiny(comp, epochs=1, device=str(device), on_event=on_epoch(stop_at_fold_one))
     [path] = list(comp.workspace.runs.iterdir())
     assert runs.done_folds(path) == [0] and not (path / "manifest.json").exists()
     before = (path / "fold-0.pt").stat().st_mtime_ns, (path / "fold-0.done.json").read_text()
     trained: list[int] = []
-    result = run_tiny(comp, epochs=1, device=str(device), on_epoch=lambda r: trained.append(r.fold))
+    record_fold = on_epoch(lambda r: trained.append(r.fold))
+    result = run_tiny(comp, epochs=1, device=str(device), on_event=record_fold)
     assert result.path == path and result.resumed_folds == [0] and result.trained_folds == [1, 2]
     assert set(trained) == {1, 2}
     after = (path / "fold-0.pt").stat().st_mtime_ns, (path / "fold-0.done.json").read_text()
     assert before == after
-    assert np.isfinite(result.oof).all() and result.manifest["folds"]["complete"]
+    assert np.isfinite(result.oof).all() and result.manifest.folds["complete"]
 
     again = run_tiny(
-        comp, epochs=1, device=str(device), on_epoch=lambda r: pytest.fail("retrained")
+        comp, epochs=1, device=str(device), on_event=on_epoch(lambda r: pytest.fail("retrained"))
     )
     assert again.reused and again.run_id == result.run_id
     assert again.cv_score == result.cv_score
@@ -330,7 +336,7 @@ def test_run_id_depends_on_the_training_code(
         f.write("# an edit\n")
     assert len({base, after_kit_edit, run_id()}) == 3
     result = run_tiny(comp, folds=1)
-    assert result.manifest["code_sha256"] == provenance.code_checksum(comp)
+    assert result.manifest.code_sha256 == provenance.code_checksum(comp)
 
 
 def test_training_is_deterministic_on_cpu(comp: Competition) -> None:
@@ -493,7 +499,7 @@ def test_ibug_run_scores_mae_in_original_pixels_and_nme(tmp_path: Path) -> None:
         comp.workspace.folds_csv, index=False
     )
     result = run_tiny(comp, folds=1, epochs=1)
-    cv = result.manifest["cv"]
+    cv = result.manifest.cv
     rows = np.flatnonzero(result.oof_folds == 0)
     in_original = train.subset(rows).to_original_coords(result.oof[rows])
     truth = train.subset(rows).to_original_coords(points[rows])

@@ -21,6 +21,7 @@ from kit.competition import PATH_ENV, Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.durations import parse_duration
 from kit.errors import KitError
+from kit.progress import Event
 from kit.training.loop import EpochReport
 from kit.training.runs import load_run
 from kit.tuning import (
@@ -82,7 +83,10 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 def test_tiny_study_trains_best_trials_on_all_folds(comp: Competition) -> None:
     events: list[TuneEvent] = []
-    result = tune(comp, ["sp"], trials=3, best_n=2, epochs=1, device="cpu", report=events.append)
+    result = tune(
+        comp, ["sp"], trials=3, best_n=2, epochs=1, device="cpu",
+        on_event=lambda e: events.append(e.detail),
+    )  # fmt: skip
 
     study = study_of(comp)
     trials = study.get_trials()
@@ -100,11 +104,11 @@ def test_tiny_study_trains_best_trials_on_all_folds(comp: Competition) -> None:
     data = KeypointData.load(comp.workspace.train_npz)
     for run, trial in zip(best, ranked, strict=False):
         # The trial trained fold 0 only; the final run reused it and added fold 1.
-        assert run.manifest["folds"]["trained"] == [0, 1] and run.manifest["folds"]["complete"]
+        assert run.manifest.folds["trained"] == [0, 1] and run.manifest.folds["complete"]
         assert run.trained_folds == [1] and run.resumed_folds == [0]
-        assert run.manifest["fold_scores"]["0"]["overall"] == pytest.approx(trial.value)
-        assert run.manifest["config"]["train"]["lr"] == pytest.approx(trial.params["lr"])
-        assert run.manifest["config"]["train"]["epochs"] == 1
+        assert run.manifest.fold_scores["0"]["overall"] == pytest.approx(trial.value)
+        assert run.manifest.config["train"]["lr"] == pytest.approx(trial.params["lr"])
+        assert run.manifest.config["train"]["epochs"] == 1
         assert run.oof.shape == (N_TRAIN, 15, 2) and np.isfinite(run.oof).all()
         np.testing.assert_array_equal(run.oof_folds, np.arange(N_TRAIN) % K_FOLDS)
         assert run.test.shape == (N_TEST, 15, 2) and np.isfinite(run.test).all()
@@ -176,7 +180,10 @@ class RecordingTrial:
 def test_pruner_gets_one_value_per_step_at_schedule_progress(comp: Competition) -> None:
     trial = RecordingTrial(prune_from=50)
     reporter = tuning_trials.FoldZeroReporter(trial, "sp", lambda _e: None)
-    epoch = EpochReport
+
+    def epoch(*fields) -> Event:
+        return Event("train", "epoch", detail=EpochReport(*fields))
+
     reporter(epoch(0, "main", 1, 4, 1.0, 5.0, 5.0, 0.1))  # 25 %: marks 10, 20
     reporter(epoch(0, "other", 1, 4, 1.0, 9.0, 9.0, 0.1))  # a second network: ignored
     reporter(epoch(1, "main", 1, 4, 1.0, 9.0, 9.0, 0.1))  # another fold: ignored
@@ -201,15 +208,17 @@ def test_a_trial_that_would_overrun_the_timeout_stops_at_an_epoch_end() -> None:
     )
     now[0] = 10.0
     with pytest.raises(optuna.TrialPruned, match=r"epoch 1/10: the rest would end 5 s after"):
-        reporter(EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))
+        reporter(Event("train", "epoch", detail=EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0)))
     assert trial.attrs == {"epochs_run": 1, "stopped_by": "timeout"}
 
     on_time = tuning_trials.FoldZeroReporter(
         RecordingTrial(), "sp", lambda _e: None, deadline=100.0, clock=lambda: now[0]
     )
-    on_time(EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))  # ends exactly at 100 s
+    epoch_one = Event("train", "epoch", detail=EpochReport(0, "main", 1, 10, 1.0, 5.0, 5.0, 10.0))
+    on_time(epoch_one)  # ends exactly at 100 s
     now[0] = 200.0
-    on_time(EpochReport(0, "main", 10, 10, 1.0, 5.0, 5.0, 10.0))  # the last epoch: complete
+    last = Event("train", "epoch", detail=EpochReport(0, "main", 10, 10, 1.0, 5.0, 5.0, 10.0))
+    on_time(last)  # the last epoch: complete
 
 
 def test_timeout_stops_a_slow_trial_and_the_search(comp: Competition) -> None:

@@ -65,7 +65,7 @@ def test_two_workers_share_a_sqlite_study(comp: Competition) -> None:  # noqa: F
     # Only finished trials compete (a pruned trial keeps an intermediate value).
     winner = min(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
     assert best.run_id == winner.user_attrs["run_id"]
-    assert best.manifest["folds"]["trained"] == [0, 1] and best.resumed_folds == [0]
+    assert best.manifest.folds["trained"] == [0, 1] and best.resumed_folds == [0]
     logs = sorted((comp.workspace.root / "tune-logs").glob("worker-*.log"))
     assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
 

@@ -54,7 +54,7 @@ def run_demo_command(budget: float | None = None, **sizes: object) -> DemoResult
     settings = dataclasses.replace(settings, **changes)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with PipelineView(settings.budget) as view:
-        result = run_demo(settings, report=view)
+        result = run_demo(settings, on_event=view)
     print_demo(result)
     return result
 

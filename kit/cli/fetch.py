@@ -26,7 +26,7 @@ def fetch_command(
 
     comp = load_competition(competition)
     with err_console.status(f"fetching {comp.name}") as status:
-        result = fetch(comp, source, force=force, report=lambda msg: status.update(msg))
+        result = fetch(comp, source, force=force, on_event=lambda event: status.update(event.text))
     if result.status == "up to date":
         console.print(f"[green]{comp.name} is up to date[/] (nothing changed in {result.source})")
     else:

@@ -69,7 +69,7 @@ def run_command(
             seconds,
             upload=upload,
             source=source,
-            report=view,
+            on_event=view,
             families=comma_list(families),
             epochs=epochs,
             folds=folds,

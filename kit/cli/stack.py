@@ -12,6 +12,7 @@ from kit.cli.tables import stack_summary, stack_table
 from kit.competition import load_competition
 from kit.console import console, err_console
 from kit.errors import KitError
+from kit.progress import Event
 
 
 def parse_features(text: str | None) -> frozenset[str]:
@@ -64,15 +65,15 @@ def stack_command(
     with progress:
         task = progress.add_task("stack", total=None, now="")
 
-        def report(done: int, total: int, text: str) -> None:
-            progress.update(task, completed=done, total=total, now=text)
+        def on_event(event: Event) -> None:
+            progress.update(task, completed=event.done, total=event.total, now=event.text)
 
         result = stack(
             comp,
             chosen,
             per_family=per_family,
             features=parse_features(features),
-            report=report,
+            on_event=on_event,
             warn=lambda text: err_console.print(f"[yellow]{text}[/]"),
         )
     if result.reused:

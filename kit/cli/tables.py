@@ -21,7 +21,8 @@ from kit.console import console, err_console
 if TYPE_CHECKING:
     import pandas as pd
 
-    from kit.pipeline import PipelineEvent, PipelineResult
+    from kit.pipeline import PipelineResult
+    from kit.progress import Event
     from kit.stack import StackResult
     from kit.submit import SubmissionResult
 
@@ -64,21 +65,21 @@ def _cell(value: float, best: float) -> str:
 def stack_table(result: StackResult) -> Table:
     """Rows: overall, then each keypoint; columns: every method, and the method picked."""
     manifest, frame = result.manifest, result.table
-    families = {r["run_id"]: r["family"] for r in manifest["runs"]}
+    families = {r["run_id"]: r["family"] for r in manifest.runs}
     labels = [_label(m, k, families) for m, k in zip(frame["method"], frame["kind"], strict=True)]
-    metric = manifest["metric"].upper()
+    metric = manifest.metric.upper()
     table = Table(title=f"Stack {result.stack_id}: CV {metric} (nested; lower is better)")
     table.add_column("keypoint")
     for label in labels:
         table.add_column(label, justify="right")
     table.add_column("picked")
     short = _short_names()
-    for column in ["overall", *manifest["keypoints"]]:
+    for column in ["overall", *manifest.keypoints]:
         values = frame[column].astype(float).tolist()
         best = min((v for v in values if math.isfinite(v)), default=math.inf)
-        pick = "" if column == "overall" else short.get(manifest["picks"][column], "base")
+        pick = "" if column == "overall" else short.get(manifest.picks[column], "base")
         if pick == "base":
-            run = manifest["picks"][column]
+            run = manifest.picks[column]
             pick = _label(run, "base", families)
         name = f"[bold]{column}[/]" if column == "overall" else column
         table.add_row(name, *(_cell(v, best) for v in values), pick)
@@ -89,24 +90,24 @@ def stack_summary(result: StackResult) -> str:
     from kit.stack import BLEND
 
     manifest = result.manifest
-    methods = manifest["methods"]
-    best = manifest["best_single"]
+    methods = manifest.methods
+    best = manifest.best_single
     single = methods[best]["overall"]
     ratio = result.cv_score / single if single else math.nan
     lines = [
-        f"stack [bold]{result.stack_id}[/] of {len(manifest['runs'])} runs: CV "
+        f"stack [bold]{result.stack_id}[/] of {len(manifest.runs)} runs: CV "
         f"[bold]{result.cv_score:.4f}[/] ({ratio:.3f} x the best single model {best}, "
         f"{single:.4f}; mean blend {methods[BLEND]['overall']:.4f}); folder {result.path}"
     ]
-    fits = [r for axes in manifest.get("lightgbm_rounds", {}).values() for f in axes for r in f]
+    fits = [r for axes in manifest.lightgbm_rounds.values() for f in axes for r in f]
     if fits:
         grown = sum(r > 0 for r in fits)
         lines.append(
             f"LightGBM grew trees in {grown} of {len(fits)} coordinate-fold fits (elsewhere its "
             "inner CV kept 0 rounds: the ridge stack alone)"
         )
-    if manifest.get("fallbacks_to_blend"):
-        few = ", ".join(manifest["fallbacks_to_blend"])
+    if manifest.fallbacks_to_blend:
+        few = ", ".join(manifest.fallbacks_to_blend)
         lines.append(
             f"[yellow]too few labelled rows for a meta-model in some folds of: {few} "
             "(the blend was used there)[/]"
@@ -116,18 +117,18 @@ def stack_summary(result: StackResult) -> str:
 
 def submission_summary(result: SubmissionResult) -> str:
     manifest = result.manifest
-    source, eight = manifest["source"], manifest["eight_source"]
-    settings = manifest["settings"]
+    source, eight = manifest.source, manifest.eight_source
+    settings = manifest.settings
     lines = [
         f"wrote [bold]{result.path}[/] ({settings['rows']} rows, {settings['images']} images) "
         f"and its manifest {result.manifest_path.name}",
-        f"from {source['kind']} {source['id']}: CV {manifest['metric'].upper()} "
+        f"from {source['kind']} {source['id']}: CV {manifest.metric.upper()} "
         f"[bold]{source['cv_score']:.4f}[/]",
     ]
     if eight is not None:
         lines.append(
             f"{settings['images_from_subset']} images that ask only for the eight keypoints "
-            f"from {eight['kind']} {eight['id']} (CV on those {manifest['cv']['eight']:.4f})"
+            f"from {eight['kind']} {eight['id']} (CV on those {manifest.cv['eight']:.4f})"
         )
     if settings.get("values_clipped"):
         lines.append(f"{settings['values_clipped']} values clipped into the image")
@@ -184,14 +185,16 @@ class PipelineView:
         head = Text(f"kit run: {elapsed:.0f} s of a {self.budget:.0f} s budget", style="bold")
         return Group(head, table)
 
-    def __call__(self, event: PipelineEvent) -> None:
+    def __call__(self, event: Event) -> None:
         stage = event.stage
-        if event.status == "start":
+        if stage not in self.state:  # a stage's inner work ("train" inside "tune")
+            return
+        if event.what == "start":
             self.state[stage], self.begun[stage] = "running", time.monotonic()
-        elif event.status == "done":
+        elif event.what == "done":
             self.state[stage] = "done"
             self.took[stage] = time.monotonic() - self.begun.get(stage, time.monotonic())
-        if event.text and event.status in ("progress", "skipped"):
+        elif event.text:
             self.detail[stage] = event.text
         self.live.update(self.render())
 

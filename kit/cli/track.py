@@ -102,6 +102,7 @@ def snap_command(
     ] = None,
 ) -> None:
     """Take one snapshot of the leaderboard and your submissions (or poll with --every)."""
+    from kit.cli.track_views import print_track_event
     from kit.track import notify, snapshot
 
     comp = load_competition(competition)
@@ -109,14 +110,16 @@ def snap_command(
         notify.check_webhook_url(webhook)
 
     def poll() -> snapshot.SnapshotResult:
-        return snapshot.poll(comp, source=source.value, team=team, webhook=webhook)
+        return snapshot.poll(
+            comp, source=source.value, team=team, webhook=webhook, on_event=print_track_event
+        )
 
     if every is None:
         poll()
         return
     seconds = loop.parse_every(every)
     err_console.print(f"tracking {comp.name} every {every} (Ctrl-C stops)")
-    stats = loop.run_loop(poll, seconds, max_iterations=max_polls)
+    stats = loop.run_loop(poll, seconds, max_iterations=max_polls, on_event=print_track_event)
     console.print(f"{stats.polls} poll(s), {stats.errors} failed")
 
 
@@ -128,12 +131,12 @@ def show_command(
     submissions: Submissions = None,
 ) -> None:
     """Your rank and best score with their changes, the top 10, your submissions with CV."""
-    from kit.track import views
+    from kit.cli import track_views
     from kit.track.store import TrackStore
 
     comp = load_competition(competition)
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
-        console.print(views.render(_overview(comp, store, team, submissions, top)))
+        console.print(track_views.render(_overview(comp, store, team, submissions, top)))
 
 
 @track_app.command("plot")

@@ -14,6 +14,7 @@ from kit.console import console, err_console
 from kit.training.targets import TARGET_SETS  # light (numpy): the --target-set help lists them
 
 if TYPE_CHECKING:
+    from kit.progress import Event
     from kit.training.loop import EpochReport
     from kit.training.runs import FoldEvent
 
@@ -41,6 +42,12 @@ class TrainProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
+    def __call__(self, event: Event) -> None:
+        if event.what == "epoch":
+            self.on_epoch(event.detail)
+        elif event.what == "fold":
+            self.on_fold(event.detail)
+
     def on_epoch(self, report: EpochReport) -> None:
         key = (report.fold, report.submodel)
         if key not in self.tasks:
@@ -67,22 +74,22 @@ MAX_KEYPOINT_ROWS = 30  # beyond this (ibug-68), the table lists groups and the 
 
 
 def _fold_table(manifest: dict) -> Table:
-    metric = manifest["metric"]
-    table = Table(title=f"{manifest['family']} · {manifest['target_set']} · CV by fold")
+    metric = manifest.metric
+    table = Table(title=f"{manifest.family} · {manifest.target_set} · CV by fold")
     for column in ("fold", "rows", metric, "epochs", "seconds"):
         table.add_column(column, justify="right")
-    for fold, scores in manifest["fold_scores"].items():
-        epochs = "/".join(str(e) for e in manifest["fold_epochs"][fold].values())
-        seconds = f"{manifest['fold_seconds'][fold]:.0f}"
+    for fold, scores in manifest.fold_scores.items():
+        epochs = "/".join(str(e) for e in manifest.fold_epochs[fold].values())
+        seconds = f"{manifest.fold_seconds[fold]:.0f}"
         table.add_row(fold, str(scores["rows"]), f"{scores['overall']:.4f}", epochs, seconds)
-    cv = manifest["cv"]
-    total = f"{manifest['train_seconds']:.0f}"
+    cv = manifest.cv
+    total = f"{manifest.train_seconds:.0f}"
     table.add_row("CV", str(cv["rows"]), f"[bold]{cv['overall']:.4f}[/]", "", total)
     return table
 
 
 def _keypoint_table(manifest: dict) -> Table:
-    cv, metric = manifest["cv"], manifest["metric"]
+    cv, metric = manifest.cv, manifest.metric
     per_keypoint = cv["per_keypoint"]
     shown = list(per_keypoint.items())
     title = f"CV {metric} per keypoint"
@@ -154,8 +161,7 @@ def train_command(
             keypoints=keypoints,
             device=device,
             seed=seed,
-            on_epoch=progress.on_epoch,
-            on_fold=progress.on_fold,
+            on_event=progress,
         )
     if result.reused:
         console.print(f"[green]reusing finished run {result.run_id}[/] (nothing to train)")
@@ -163,5 +169,5 @@ def train_command(
     console.print(_keypoint_table(result.manifest))
     console.print(
         f"run [bold]{result.run_id}[/]: CV {comp.metric} [bold]{result.cv_score:.4f}[/] "
-        f"over {result.manifest['folds']['rows_predicted']} rows; folder {result.path}"
+        f"over {result.manifest.folds['rows_predicted']} rows; folder {result.path}"
     )

@@ -31,6 +31,7 @@ from kit.tuning.settings import HEARTBEAT_SECONDS, PRUNERS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from kit.progress import Event
     from kit.tuning import TuneEvent
 
 
@@ -57,7 +58,8 @@ class TuneProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def __call__(self, event: TuneEvent) -> None:
+    def __call__(self, progress: Event) -> None:
+        event: TuneEvent = progress.detail
         if event.family not in self.tasks:
             self.tasks[event.family] = self.progress.add_task(
                 event.family, total=event.target, best="-", now=""
@@ -200,7 +202,7 @@ def tune_command(
             best_n=best,
             epochs=epochs,
             device=device,
-            report=progress,
+            on_event=progress,
             seed=seed,
             pruner=pruner,
             gpus=comma_list(gpus),

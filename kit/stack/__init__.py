@@ -21,7 +21,7 @@ score the pick for fold f uses the other folds' rows only, and the test predicti
 pick over all rows. Test predictions average the fold meta-models, as the runs do.
 
 Artifacts (content-addressed like runs) go to ``comp.workspace.stacks/<stack-id>/``:
-manifest.json, oof.npy and test.npy (picked method; columns = manifest["keypoint_indices"]),
+manifest.json, oof.npy and test.npy (picked method; columns = manifest.keypoint_indices),
 candidates.npz (every method's OOF and test arrays), table.csv (the comparison table).
 
 Modules (the algorithms have no file access; `stack` wraps them with storage, as AutoGluon's
@@ -34,7 +34,7 @@ store (`stack`, `load_stack`, `list_stacks`: folders and manifests).
 from kit.stack.bases import BaseModel
 from kit.stack.boosting import LIGHTGBM_DEFAULTS, StackSettings, stack_coordinate
 from kit.stack.features import FEATURE_SETS
-from kit.stack.meta import Report, StackOutcome, stack_predictions
+from kit.stack.meta import StackOutcome, stack_predictions
 from kit.stack.nested import MIN_META_ROWS, MetaLeakError, check_meta_rows, fold_rows
 from kit.stack.picking import BLEND, LIGHTGBM, PICKED, RIDGE
 from kit.stack.ridge import fit_ridge
@@ -52,7 +52,6 @@ __all__ = [
     "STACK_FORMAT",
     "BaseModel",
     "MetaLeakError",
-    "Report",
     "StackOutcome",
     "StackResult",
     "StackSettings",

@@ -33,7 +33,7 @@ class BaseModel:
             test=_widen(run.test, keypoints, comp.num_keypoints),
             cv_score=run.cv_score,
             run_id=run.run_id,
-            family=str(run.manifest.get("family", "")),
+            family=str(run.manifest.family),
         )
 
 

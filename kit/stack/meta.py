@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,7 @@ from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
 from kit.metrics import evaluate
+from kit.progress import Event, OnEvent, ignore
 from kit.stack.bases import BaseModel
 from kit.stack.boosting import StackSettings, stack_coordinate
 from kit.stack.features import FEATURE_SETS, Features, ImagePCA
@@ -27,8 +27,6 @@ from kit.stack.picking import (
     pick_methods,
     row_losses,
 )
-
-Report = Callable[[int, int, str], None]  # (steps done, steps total, what is happening)
 
 
 @dataclass
@@ -60,7 +58,7 @@ def stack_predictions(
     folds: np.ndarray,
     bases: list[BaseModel],
     settings: StackSettings | None = None,
-    report: Report | None = None,
+    on_event: OnEvent = ignore,
 ) -> StackOutcome:
     """Stack `bases` (OOF over `data`'s rows, test over `test_images`) on `folds`."""
     settings = settings or StackSettings()
@@ -88,8 +86,7 @@ def stack_predictions(
     total = 2 * len(covered)
     for step, (k, axis) in enumerate((k, a) for k in covered for a in (0, 1)):
         name = comp.keypoint_names[k]
-        if report is not None:
-            report(step, total, f"{name} {'xy'[axis]}")
+        on_event(Event("stack", "step", step, total, f"{name} {'xy'[axis]}"))
         models = [i for i, b in enumerate(bases) if k in b.keypoints]
         x, design = train_f.coordinate(models, k, axis, settings.features)
         x_test, design_test = test_f.coordinate(models, k, axis, settings.features)
@@ -111,8 +108,7 @@ def stack_predictions(
         rounds.setdefault(name, []).append(result.rounds)
         if result.fallbacks:
             fallbacks[name] = fallbacks.get(name, 0) + result.fallbacks
-    if report is not None:
-        report(total, total, "picking per keypoint")
+    on_event(Event("stack", "step", total, total, "picking per keypoint"))
     outcome = _assemble(comp, data, folds, bases, covered, oof, test)
     outcome.ridge_weights, outcome.fallbacks, outcome.rounds = ridge_weights, fallbacks, rounds
     return outcome

@@ -14,7 +14,7 @@ from kit.training.runs import RunResult, list_runs, load_run
 def run_group(comp: Competition, run: RunResult) -> str:
     """The family, plus the keypoint subset when the run predicts only some keypoints
     (an "eight" model competes with other eight models, not with full ones)."""
-    family = str(run.manifest.get("family", "?"))
+    family = str(run.manifest.family)
     keypoints = sorted(run.keypoints)
     if len(keypoints) == comp.num_keypoints:
         return family
@@ -27,13 +27,13 @@ def run_group(comp: Competition, run: RunResult) -> str:
 def run_problem(comp: Competition, run: RunResult, folds_sha: str, train_sha: str) -> str | None:
     """Why `run` cannot be stacked with the current folds and data, or None."""
     manifest = run.manifest
-    run_folds = manifest.get("folds", {})
+    run_folds = manifest.folds
     if not run_folds.get("complete", False):
         trained, total = run_folds.get("trained", []), run_folds.get("total", "?")
         return f"it trained {len(trained)} of {total} folds (its OOF does not cover every row)"
     if run_folds.get("sha256") != folds_sha:
         return "it was trained on another folds file"
-    if manifest.get("data", {}).get("train") != train_sha:
+    if manifest.data.get("train") != train_sha:
         return "it was trained on other cached data"
     return None
 
@@ -63,7 +63,7 @@ def select_runs(
         return runs
     chosen: dict[str, list[RunResult]] = {}
     for run in list_runs(comp):  # best first
-        if not run.manifest.get("folds", {}).get("complete", False):
+        if not run.manifest.folds.get("complete", False):
             continue  # a tuning trial or a quick run: not meant for stacking
         problem = run_problem(comp, run, folds_sha, train_sha)
         if problem:

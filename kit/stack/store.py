@@ -16,10 +16,12 @@ import kit
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import KitError
+from kit.manifests import StackManifest
+from kit.progress import OnEvent, ignore
 from kit.provenance import STACKING_CODE, git_commit, run_inputs
 from kit.stack.bases import BaseModel
 from kit.stack.boosting import LIGHTGBM_DEFAULTS, StackSettings
-from kit.stack.meta import Report, StackOutcome, stack_predictions
+from kit.stack.meta import StackOutcome, stack_predictions
 from kit.stack.nested import MIN_META_ROWS
 from kit.stack.picking import PICKED
 from kit.stack.selection import run_group, select_runs
@@ -27,9 +29,7 @@ from kit.training.runs import RunResult
 from kit.workspace import (
     SavedPredictions,
     atomic_path,
-    read_json,
     sha256_json,
-    write_json,
     write_text,
 )
 
@@ -42,13 +42,13 @@ class StackResult(SavedPredictions):
 
     stack_id: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: StackManifest
     table: pd.DataFrame
     reused: bool = False
 
     @property
     def run_ids(self) -> list[str]:
-        return [r["run_id"] for r in self.manifest["runs"]]
+        return [r["run_id"] for r in self.manifest.runs]
 
 
 def make_stack_id(runs: list[RunResult], settings: StackSettings, inputs: dict[str, Any]) -> str:
@@ -69,7 +69,7 @@ def stack(
     *,
     per_family: int = 2,
     features: Iterable[str] = frozenset(),
-    report: Report | None = None,
+    on_event: OnEvent = ignore,
     warn: Callable[[str], None] | None = None,
     lightgbm_params: dict[str, Any] | None = None,
 ) -> StackResult:
@@ -97,7 +97,7 @@ def stack(
     test = KeypointData.load(comp.workspace.test_npz)
     folds = load_folds(comp, data)
     bases = [BaseModel.from_run(comp, run) for run in runs]
-    outcome = stack_predictions(comp, data, test.images, folds, bases, settings, report)
+    outcome = stack_predictions(comp, data, test.images, folds, bases, settings, on_event)
     _write_stack(comp, path, stack_id, runs, settings, inputs, outcome, started)
     return load_stack(comp, stack_id, reused=False)
 
@@ -114,43 +114,43 @@ def _write_stack(comp, path, stack_id, runs, settings, inputs, outcome: StackOut
         np.savez(f, **{k: v.astype(np.float32) for k, v in arrays.items()})
     write_text(path / "table.csv", outcome.table.to_csv(index=False))
     picked = outcome.scores[PICKED]
-    manifest = {
-        "stack_id": stack_id,
-        "competition": comp.name,
-        "metric": comp.metric,
-        "runs": [
+    manifest = StackManifest(
+        stack_id=stack_id,
+        competition=comp.name,
+        metric=comp.metric,
+        runs=[
             {
                 "run_id": r.run_id,
-                "family": r.manifest.get("family"),
+                "family": r.manifest.family,
                 "group": run_group(comp, r),
                 "keypoints": [comp.keypoint_names[k] for k in r.keypoints],
                 "cv": r.cv_score,
             }
             for r in runs
         ],
-        "features": sorted(settings.features),
-        "lightgbm": settings.lightgbm,
-        "keypoints": [comp.keypoint_names[k] for k in cols],
-        "keypoint_indices": cols,
-        "picks": outcome.picks,
-        "picks_per_fold": {str(f): p for f, p in outcome.picks_per_fold.items()},
-        "best_single": outcome.best_single,
-        "cv": picked,
-        "methods": outcome.scores,
-        "ridge_weights": outcome.ridge_weights,
-        "fallbacks_to_blend": outcome.fallbacks,
-        "lightgbm_rounds": outcome.rounds,
-        "min_meta_rows": MIN_META_ROWS,
-        "folds": {"file": str(comp.workspace.folds_csv), "sha256": inputs["folds"]},
-        "data": inputs["data"],
-        "code_sha256": inputs["code"],
-        "seconds": time.perf_counter() - started,
-        "kit": kit.__version__,
-        "lightgbm_version": _lightgbm_version(),
-        "git_commit": git_commit(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    write_json(path / "manifest.json", manifest)  # last: the stack now counts as finished
+        features=sorted(settings.features),
+        lightgbm=settings.lightgbm,
+        keypoints=[comp.keypoint_names[k] for k in cols],
+        keypoint_indices=cols,
+        picks=outcome.picks,
+        picks_per_fold={str(f): p for f, p in outcome.picks_per_fold.items()},
+        best_single=outcome.best_single,
+        cv=picked,
+        methods=outcome.scores,
+        ridge_weights=outcome.ridge_weights,
+        fallbacks_to_blend=outcome.fallbacks,
+        lightgbm_rounds=outcome.rounds,
+        min_meta_rows=MIN_META_ROWS,
+        folds={"file": str(comp.workspace.folds_csv), "sha256": inputs["folds"]},
+        data=inputs["data"],
+        code_sha256=inputs["code"],
+        seconds=time.perf_counter() - started,
+        kit=kit.__version__,
+        lightgbm_version=_lightgbm_version(),
+        git_commit=git_commit(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    manifest.write(path / "manifest.json")  # last: the stack now counts as finished
 
 
 def _lightgbm_version() -> str:
@@ -166,7 +166,9 @@ def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackRe
         known = ", ".join(s.stack_id for s in list_stacks(comp)) or "none"
         raise KitError(f"no finished stack {stack_id!r} for {comp.name}", hint=f"stacks: {known}")
     table = pd.read_csv(path / "table.csv")
-    return StackResult(stack_id, path, read_json(path / "manifest.json"), table, reused=reused)
+    return StackResult(
+        stack_id, path, StackManifest.load(path / "manifest.json"), table, reused=reused
+    )
 
 
 def list_stacks(comp: Competition) -> list[StackResult]:

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rich.markup import escape
-
 from kit.durations import format_duration, parse_duration
 from kit.errors import KitError
+from kit.progress import Event, OnEvent, ignore
 
 MIN_EVERY = 60.0  # seconds; Kaggle rate-limits eagerly
 
@@ -106,13 +105,9 @@ def run_loop(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     rng: Callable[[], float] = random.random,
-    say: Callable[[str], None] | None = None,
+    on_event: OnEvent = ignore,
 ) -> LoopStats:
     """Call `poll` every `every` seconds until Ctrl-C or `max_iterations` polls."""
-    if say is None:
-        from kit.console import err_console
-
-        say = err_console.print
     backoff = Backoff(every, jitter, max_backoff, rng)
     stats, failures = LoopStats(), 0
     try:
@@ -129,13 +124,12 @@ def run_loop(
                 stats.errors += 1
                 stats.last_error = str(exc)
                 delay = backoff.after_error(exc, failures)
-                say(
-                    f"[yellow]poll failed ({escape(str(exc))}); next try in {delay / 60:.1f} min[/]"
-                )
+                text = f"poll failed ({exc}); next try in {delay / 60:.1f} min"
+                on_event(Event("track", "poll_failed", text=text))
             if max_iterations is not None and stats.polls >= max_iterations:
                 break
             sleep(max(0.0, backoff.jittered(delay)))
     except KeyboardInterrupt:
         stats.interrupted = True
-        say(f"stopped after {stats.polls} poll(s)")
+        on_event(Event("track", "stopped", text=f"stopped after {stats.polls} poll(s)"))
     return stats

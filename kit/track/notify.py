@@ -20,16 +20,16 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
-from rich.markup import escape
 
 from kit.errors import KitError
+from kit.progress import Event, OnEvent, ignore
 from kit.track.store import iso_utc
 from kit.track.views import Standing, better, fmt_score
 
@@ -158,22 +158,16 @@ def announce(
     taken_at: datetime,
     changes: Sequence[Change],
     webhook: str | None = None,
-    say: Callable[[str], None] | None = None,
+    on_event: OnEvent = ignore,
 ) -> str | None:
     """Print each change; POST them to `webhook` if given. Returns the webhook failure, if any."""
     if not changes:
         return None
-    if say is None:
-        from kit.console import console
-
-        say = console.print
     for change in changes:
-        say(f"[bold magenta]{competition}[/]: {escape(change.message)}")
+        on_event(Event("track", "change", text=f"{competition}: {change.message}", detail=change))
     if webhook is None:
         return None
     failure = post_webhook(webhook, payload(competition, taken_at, changes))
     if failure:
-        from kit.console import err_console
-
-        err_console.print(f"[yellow]warning:[/] {escape(failure)}; the tracker goes on")
+        on_event(Event("track", "warning", text=f"{failure}; the tracker goes on"))
     return failure

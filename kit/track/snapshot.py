@@ -26,6 +26,7 @@ from typing import Any
 from kit import kaggle
 from kit.competition import Competition
 from kit.errors import DataError, KitError
+from kit.progress import Event, OnEvent, ignore
 from kit.track.notify import Change, announce, detect_changes
 from kit.track.store import Recorded, TrackStore
 from kit.track.views import Standing, fmt_score, higher_is_better, standing
@@ -155,16 +156,10 @@ def poll(
     team: str | None = None,
     webhook: str | None = None,
     clock: Callable[[], datetime] = utc_now,
-    say: Callable[[str], None] | None = None,
+    on_event: OnEvent = ignore,
 ) -> SnapshotResult:
     """`take_snapshot`, then say the result and announce the changes (terminal, webhook)."""
-    if say is None:
-        from kit.console import console
-
-        def say(text: str) -> None:
-            console.print(text, soft_wrap=True)
-
     result = take_snapshot(comp, source=source, team=team, clock=clock)
-    say(result.line())
-    announce(comp.name, result.standing.taken_at, result.changes, webhook, say=say)
+    on_event(Event("track", "snapshot", text=result.line(), detail=result))
+    announce(comp.name, result.standing.taken_at, result.changes, webhook, on_event=on_event)
     return result

@@ -19,7 +19,6 @@ Fields read (anything else is ignored):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,18 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
 
-from kit.errors import KitError
-from kit.track.store import TrackStore, parse_score
+from kit.errors import DataError, KitError
+from kit.manifests import SubmissionManifest
+from kit.track.store import TrackStore
 
-STATUS_STYLE = {
-    "COMPLETE": "[green]scored[/]",
-    "PENDING": "[yellow]pending[/]",
-    "ERROR": "[red]error[/]",
-}
 # Used only when the board cannot tell (fewer than two distinct scores); other metrics: lower.
 HIGHER_IS_BETTER = frozenset({"auc", "accuracy", "f1", "map", "dice", "iou", "r2", "kappa"})
 
@@ -185,46 +177,25 @@ def _float(value: Any) -> float | None:
 
 
 def read_manifests(folder: Path) -> tuple[pd.DataFrame, list[str]]:
-    """ref, file, cv_score, manifest of every readable manifest in `folder`, plus one warning per
-    manifest that could not be read (a broken manifest must not hide the tracking view)."""
+    """ref, file, cv_score, manifest of every submission manifest in `folder`, plus one warning
+    per file that could not be read (a broken manifest must not hide the tracking view)."""
     rows, warnings = [], []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            warnings.append(f"{path}: unreadable submission manifest ({exc}); skipped")
-            continue
-        if not isinstance(data, dict):
-            warnings.append(f"{path}: submission manifest is not a JSON object; skipped")
+            manifest = SubmissionManifest.load(path)
+        except DataError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            warnings.append(f"{path}: unreadable submission manifest ({reason}); skipped")
             continue
         rows.append(
             {
-                "ref": _manifest_ref(data),
-                "file": Path(str(_first(data, "file", "csv", "path") or "")).name,
-                "cv_score": _manifest_cv(data),
+                "ref": manifest.kaggle_ref,
+                "file": Path(manifest.file).name,
+                "cv_score": manifest.cv_score,
                 "manifest": path.name,
             }
         )
     return pd.DataFrame(rows, columns=["ref", "file", "cv_score", "manifest"]), warnings
-
-
-def _first(data: dict[str, Any], *keys: str) -> Any:
-    return next((data[k] for k in keys if data.get(k) not in (None, "")), None)
-
-
-def _manifest_ref(data: dict[str, Any]) -> int | None:
-    value = _first(data, "kaggle_ref", "ref", "submission_ref")
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _manifest_cv(data: dict[str, Any]) -> float | None:
-    value = _first(data, "cv_score", "cv")
-    if isinstance(value, dict):
-        value = value.get("score")
-    return parse_score(value) if value is not None else None
 
 
 def join_cv(submissions: pd.DataFrame, manifests: pd.DataFrame) -> pd.DataFrame:
@@ -320,54 +291,3 @@ def summary_lines(ov: Overview) -> list[str]:
     change = f" ({delta}{since})" if delta else ""
     lines.append(f"best public score: {fmt_score(now.best)}{change}; {direction} is better")
     return lines
-
-
-def render(ov: Overview) -> RenderableType:
-    """The rich view of `kit track show`."""
-    head = Text("\n".join(summary_lines(ov)))
-    return Group(head, top_table(ov), submissions_table(ov))
-
-
-def top_table(ov: Overview) -> Table:
-    table = Table(title=f"Top {len(ov.top)}", title_justify="left")
-    table.add_column("rank", justify="right")
-    table.add_column("team")
-    table.add_column("score", justify="right")
-    table.add_column("entries", justify="right")
-    table.add_column("last submission")
-    for row in ov.top.itertuples():
-        style = "bold green" if row.team_id == ov.now.team_id else None
-        entries = "" if pd.isna(row.submission_count) else str(int(row.submission_count))
-        table.add_row(
-            str(row.rank),
-            Text(row.team_name),  # Text: a team called "[red]x" is not markup
-            row.score,
-            entries,
-            row.submission_date[:16].replace("T", " "),
-            style=style,
-        )
-    return table
-
-
-def submissions_table(ov: Overview) -> Table:
-    table = Table(title=f"Your submissions ({len(ov.submissions)})", title_justify="left")
-    table.add_column("date (UTC)", no_wrap=True)
-    table.add_column("ref", justify="right", no_wrap=True)
-    table.add_column("file", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    for name in ("local CV", "public", "private"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("note", overflow="fold")
-    for row in ov.submissions.itertuples():
-        status = STATUS_STYLE.get(row.status, row.status.lower())
-        table.add_row(
-            row.date[5:16].replace("T", " "),
-            str(row.ref),
-            Text(row.file_name),
-            status,
-            fmt_score(row.cv_score),
-            row.public_score or "-",
-            row.private_score or "-",
-            Text(row.error_description if row.status == "ERROR" else row.description),
-        )
-    return table

@@ -2,7 +2,7 @@
 
     from kit.training.runs import train_run, load_run, list_runs
     result = train_run(comp, "resnet", {"lr": 3e-4}, folds=None, target_set="masked")
-    result.oof, result.test, result.manifest["cv"]["overall"]
+    result.oof, result.test, result.manifest.cv["overall"]
 
 Modules: config (a run's settings, `--set` parsing), device (device, CPU threads, device
 tensors), optim (optimisers and schedules as lookup tables), speed (channels_last, precision,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +23,7 @@ from kit.errors import KitError
 from kit.metrics import primary
 from kit.models import create_model
 from kit.models.registry import KeypointModel
+from kit.progress import Event, OnEvent, ignore
 from kit.training.augment import AugmentConfig, augment_batch
 from kit.training.config import RunConfig, run_speed
 from kit.training.device import DeviceData
@@ -52,8 +52,9 @@ class EpochReport:
     best_score: float
     seconds: float
 
-
-EpochCallback = Callable[[EpochReport], None]
+    def line(self) -> str:
+        name = "" if self.submodel == "main" else f" {self.submodel}"
+        return f"fold {self.fold}{name} epoch {self.epoch}/{self.epochs} val {self.val_score:.4f}"
 
 
 @dataclass
@@ -170,7 +171,7 @@ def fit(
     device: torch.device,
     seed: int,
     fold: int = 0,
-    on_epoch: EpochCallback | None = None,
+    on_event: OnEvent = ignore,
 ) -> FitResult:
     """Train `sub`'s network on `train_rows` (its keypoint columns of `data.keypoints`) and
     early-stop on the competition metric of the keypoints it contributes, over `val_rows`
@@ -220,11 +221,10 @@ def fit(
                 "seconds": seconds,
             }
         )
-        if on_epoch is not None:
-            report = EpochReport(
-                fold, sub.name, epoch, epochs, train_loss, score, result.best_score, seconds
-            )
-            on_epoch(report)
+        report = EpochReport(
+            fold, sub.name, epoch, epochs, train_loss, score, result.best_score, seconds
+        )
+        on_event(Event("train", "epoch", epoch, epochs, report.line(), report))
         if patience > 0 and epoch - result.best_epoch >= patience:
             break
     if best_state is not None:

@@ -19,12 +19,14 @@ An interrupted run resumes at the first fold without a done marker. ``folds=K`` 
 the first K folds of the folds file (a quick run): the partition itself never changes, the OOF
 then covers those folds' rows only, and the CV score uses only predicted rows. A later run of
 the same config with more folds reuses the finished ones.
+
+One file (about 470 lines) on purpose: the run folder's layout, its writers and its readers
+change together; the parts without files live beside it (config, loop, oof, predict).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, partial
@@ -38,12 +40,14 @@ import kit
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
+from kit.manifests import RunManifest
 from kit.metrics import evaluate, per_row_error
+from kit.progress import Event, OnEvent, ignore
 from kit.provenance import git_commit, run_inputs
 from kit.training.config import RunConfig, resolve_config, run_speed
 from kit.training.device import DeviceData, configure_cpu_threads, device_images, resolve_device
 from kit.training.flip import check_flip, flip_permutation
-from kit.training.loop import EpochCallback, fit
+from kit.training.loop import fit
 from kit.training.oof import OofAssembler
 from kit.training.predict import predict_rows
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets
@@ -68,15 +72,18 @@ class FoldEvent:
     score: float | None = None
     seconds: float = 0.0
 
-
-FoldCallback = Callable[[FoldEvent], None]
+    def event(self) -> Event:
+        text = f"fold {self.fold}/{self.folds} {self.status}"
+        if self.score is not None:
+            text += f": {self.score:.4f} in {self.seconds:.0f} s"
+        return Event("train", "fold", self.fold, self.folds, text, self)
 
 
 @dataclass
 class RunResult(SavedPredictions):
     run_id: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     reused: bool = False
     trained_folds: list[int] = field(default_factory=list)  # trained by this call
     resumed_folds: list[int] = field(default_factory=list)  # found finished on disk
@@ -99,7 +106,7 @@ class RunContext:
     device: torch.device
     path: Path
     inputs: dict[str, Any]  # `run_inputs`, as hashed into the run id
-    on_epoch: EpochCallback | None = None
+    on_event: OnEvent = ignore
 
     @cached_property
     def images(self) -> torch.Tensor:
@@ -195,7 +202,7 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
             device=ctx.device,
             seed=seed,
             fold=fold,
-            on_epoch=ctx.on_epoch,
+            on_event=ctx.on_event,
         )
         perm = flip_permutation(comp, sub.keypoints) if config.train["tta"] else None
         batch = int(config.train["eval_batch_size"])
@@ -282,25 +289,25 @@ def assemble(ctx: RunContext, folds_done: list[int]) -> tuple[np.ndarray, np.nda
     return oof, filled_by, np.mean(tests, axis=0).astype(np.float32)
 
 
-def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records, wall) -> dict:
+def _manifest(
+    ctx: RunContext, run_id: str, folds_done: list[int], oof, records, wall
+) -> RunManifest:
     predicted = np.flatnonzero(np.isin(ctx.folds, folds_done))
     cv = evaluate(ctx.comp, oof[predicted], ctx.data.subset(predicted), list(ctx.plan.keypoints))
     n_folds = int(ctx.folds.max()) + 1
-    return {
-        "run_id": run_id,
-        "competition": ctx.comp.name,
-        "family": ctx.config.family,
-        "config": ctx.config.to_dict(),
-        "target_set": ctx.plan.target_set,
-        "plan": ctx.plan.describe(),
-        "keypoints": [ctx.comp.keypoint_names[k] for k in ctx.plan.keypoints],
-        "keypoint_indices": list(ctx.plan.keypoints),
-        "metric": ctx.comp.metric,
-        "seed": int(ctx.config.train["seed"]),
-        "seeds": {
-            str(r["fold"]): {n: s["seed"] for n, s in r["submodels"].items()} for r in records
-        },
-        "folds": {
+    return RunManifest(
+        run_id=run_id,
+        competition=ctx.comp.name,
+        family=ctx.config.family,
+        config=ctx.config.to_dict(),
+        target_set=ctx.plan.target_set,
+        plan=ctx.plan.describe(),
+        keypoints=[ctx.comp.keypoint_names[k] for k in ctx.plan.keypoints],
+        keypoint_indices=list(ctx.plan.keypoints),
+        metric=ctx.comp.metric,
+        seed=int(ctx.config.train["seed"]),
+        seeds={str(r["fold"]): {n: s["seed"] for n, s in r["submodels"].items()} for r in records},
+        folds={
             "file": str(ctx.comp.workspace.folds_csv),
             "sha256": ctx.inputs["folds"],
             "total": n_folds,
@@ -309,28 +316,28 @@ def _manifest(ctx: RunContext, run_id: str, folds_done: list[int], oof, records,
             "rows_predicted": len(predicted),
             "rows_total": len(ctx.folds),
         },
-        "data": {
+        data={
             "train_rows": len(ctx.data),
             "test_rows": len(ctx.test),
             **ctx.inputs["data"],
         },
-        "cv": cv.to_dict(),
-        "fold_scores": {str(r["fold"]): r["scores"] for r in records},
-        "fold_epochs": {
+        cv=cv.to_dict(),
+        fold_scores={str(r["fold"]): r["scores"] for r in records},
+        fold_epochs={
             str(r["fold"]): {n: s["epochs_run"] for n, s in r["submodels"].items()} for r in records
         },
-        "fold_seconds": {str(r["fold"]): r["seconds"] for r in records},
-        "train_seconds": sum(r["seconds"] for r in records),
-        "wall_seconds": wall,
-        "device": str(ctx.device),
-        "fold_devices": {str(r["fold"]): r["device"] for r in records},
-        "fold_speeds": {str(r["fold"]): r["speed"] for r in records},
-        "torch": torch.__version__,
-        "kit": kit.__version__,
-        "code_sha256": ctx.inputs["code"],
-        "git_commit": git_commit(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+        fold_seconds={str(r["fold"]): r["seconds"] for r in records},
+        train_seconds=sum(r["seconds"] for r in records),
+        wall_seconds=wall,
+        device=str(ctx.device),
+        fold_devices={str(r["fold"]): r["device"] for r in records},
+        fold_speeds={str(r["fold"]): r["speed"] for r in records},
+        torch=torch.__version__,
+        kit=kit.__version__,
+        code_sha256=ctx.inputs["code"],
+        git_commit=git_commit(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 def _write_pictures(ctx: RunContext, oof: np.ndarray, records: list[dict]) -> None:
@@ -358,8 +365,7 @@ def train_run(
     keypoints: str | None = None,
     device: str | None = None,
     seed: int | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_fold: FoldCallback | None = None,
+    on_event: OnEvent = ignore,
     pictures: bool = True,
 ) -> RunResult:
     """Train `family` on every fold of the folds file (or the first `folds`), write the run."""
@@ -382,7 +388,7 @@ def train_run(
     found = done_folds(path)
     if set(requested) <= set(found) and _finished(path, found):
         return RunResult(
-            run_id, path, read_json(path / "manifest.json"), reused=True, resumed_folds=found
+            run_id, path, RunManifest.load(path / "manifest.json"), reused=True, resumed_folds=found
         )
 
     path.mkdir(parents=True, exist_ok=True)
@@ -401,23 +407,24 @@ def train_run(
         torch_device,
         path,
         inputs,
-        on_epoch,
+        on_event,
     )
     trained = []
     for fold in requested:
         if fold in found:
-            _notify(on_fold, FoldEvent(fold, n_folds, "resumed"))
+            on_event(FoldEvent(fold, n_folds, "resumed").event())
             continue
-        _notify(on_fold, FoldEvent(fold, n_folds, "start"))
+        on_event(FoldEvent(fold, n_folds, "start").event())
         record = _train_fold(ctx, fold)
         trained.append(fold)
-        _notify(on_fold, FoldEvent(fold, n_folds, "done", record["score"], record["seconds"]))
+        done = FoldEvent(fold, n_folds, "done", record["score"], record["seconds"])
+        on_event(done.event())
     manifest = _write_run(ctx, run_id, started, pictures)
     resumed = [f for f in requested if f in found]
     return RunResult(run_id, path, manifest, trained_folds=trained, resumed_folds=resumed)
 
 
-def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> dict[str, Any]:
+def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> RunManifest:
     """Assemble every done fold into oof.npy / test.npy / pictures, then the manifest."""
     path = ctx.path
     (path / "manifest.json").unlink(missing_ok=True)  # "finished" only once all is rewritten
@@ -430,18 +437,13 @@ def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> 
     _save_npy(path / "test.npy", test)
     if pictures:  # curves.png and worst.png (about a second; tune turns them off)
         _write_pictures(ctx, oof, records)
-    write_json(path / "manifest.json", manifest)
+    manifest.write(path / "manifest.json")
     return manifest
 
 
 def _finished(path: Path, found: list[int]) -> bool:
     manifest = path / "manifest.json"
-    return manifest.is_file() and read_json(manifest)["folds"]["trained"] == found
-
-
-def _notify(callback: FoldCallback | None, event: FoldEvent) -> None:
-    if callback is not None:
-        callback(event)
+    return manifest.is_file() and RunManifest.load(manifest).folds["trained"] == found
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -457,14 +459,14 @@ def load_run(comp: Competition, run_id: str) -> RunResult:
         raise KitError(
             f"no finished run {run_id!r} for {comp.name}", hint=f"finished runs: {known}"
         )
-    return RunResult(run_id, path, read_json(path / "manifest.json"), reused=True)
+    return RunResult(run_id, path, RunManifest.load(path / "manifest.json"), reused=True)
 
 
 def list_runs(comp: Competition) -> list[RunResult]:
     """Every finished run of `comp`, best CV score first."""
     root = comp.workspace.runs
     runs = [
-        RunResult(p.parent.name, p.parent, read_json(p), reused=True)
+        RunResult(p.parent.name, p.parent, RunManifest.load(p), reused=True)
         for p in sorted(root.glob("*/manifest.json"))
     ]
     return sorted(runs, key=lambda r: r.cv_score)

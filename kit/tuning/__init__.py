@@ -78,7 +78,6 @@ _LAZY = {
     "key_params": "table",
     "tuning_table": "table",
     "TuneEvent": "trials",
-    "TuneReport": "trials",
 }
 
 __all__ = [
@@ -87,7 +86,6 @@ __all__ = [
     "HEARTBEAT_SECONDS",
     "PRUNERS",
     "TuneEvent",
-    "TuneReport",
     "TuneResult",
     "default_storage",
     "key_params",

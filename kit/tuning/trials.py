@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family
+from kit.progress import Event, OnEvent
 from kit.provenance import run_inputs
 from kit.training.config import resolve_config
 from kit.training.loop import EpochReport
@@ -56,8 +57,9 @@ class TuneEvent:
     def __str__(self) -> str:
         return f"{self.family}: {self.text}" if self.text else f"{self.family}: {self.kind}"
 
-
-TuneReport = Callable[[TuneEvent], None]
+    def event(self) -> Event:
+        """As the one progress event (this record is its detail)."""
+        return Event("tune", self.kind, self.done, self.target, str(self), self)
 
 
 class FixedParamsTrial:
@@ -89,7 +91,7 @@ class FixedParamsTrial:
 
 
 class FoldZeroReporter:
-    """`train_run`'s on_epoch hook: reports fold 0's best score at each 10 % of the schedule
+    """`train_run`'s on_event hook: reports fold 0's best score at each 10 % of the schedule
     and raises TrialPruned when the pruner says so, or when the trial's remaining epochs, at
     its own pace so far, would end after `deadline` (a `clock()` time: the --timeout).
 
@@ -101,13 +103,13 @@ class FoldZeroReporter:
         self,
         trial: optuna.Trial,
         family: str,
-        report: TuneReport,
+        on_event: OnEvent,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.trial = trial
         self.family = family
-        self.report = report
+        self.on_event = on_event
         self.deadline = deadline
         self.clock = clock
         self.submodel: str | None = None
@@ -115,14 +117,17 @@ class FoldZeroReporter:
         self.epochs_run = 0
         self.epoch_seconds = 0.0
 
-    def __call__(self, epoch: EpochReport) -> None:
+    def __call__(self, event: Event) -> None:
+        if event.what != "epoch":
+            return
+        epoch: EpochReport = event.detail
         if self.submodel is None:
             self.submodel = epoch.submodel
         if epoch.fold != 0 or epoch.submodel != self.submodel:
             return  # one value per step: only fold 0's (first) network reports
         self.epochs_run = epoch.epoch
         self.epoch_seconds += epoch.seconds
-        self.report(
+        self.on_event(
             TuneEvent(
                 "epoch",
                 self.family,
@@ -130,7 +135,7 @@ class FoldZeroReporter:
                 epoch=epoch,
                 text=f"trial {self.trial.number} epoch {epoch.epoch}/{epoch.epochs} "
                 f"val {epoch.val_score:.4f}",
-            )
+            ).event()
         )
         if math.isfinite(epoch.best_score):  # a NaN score would make the pruner prune at once
             self._feed_pruner(epoch)
@@ -187,7 +192,7 @@ def make_objective(
     *,
     epochs: int | None,
     device: str | None,
-    report: TuneReport,
+    on_event: OnEvent,
     deadline: float | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """Fold 0 of one trial's config; trials that would end after `deadline` (time.monotonic
@@ -199,8 +204,10 @@ def make_objective(
         overrides = {**space(FixedParamsTrial(trial, fixed)), **fixed}
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", worker_name())
-        report(TuneEvent("trial", family, trial.number, text=f"trial {trial.number} starts"))
-        reporter = FoldZeroReporter(trial, family, report, deadline)
+        on_event(
+            TuneEvent("trial", family, trial.number, text=f"trial {trial.number} starts").event()
+        )
+        reporter = FoldZeroReporter(trial, family, on_event, deadline)
         try:
             result = train_run(
                 comp,
@@ -208,7 +215,7 @@ def make_objective(
                 overrides,
                 folds=1,
                 device=device,
-                on_epoch=reporter,
+                on_event=reporter,
                 pictures=False,
             )
         except BaseException as exc:  # pruned, failed or interrupted: fold 0 never finished
@@ -229,7 +236,7 @@ def make_objective(
 
 def _fold0_epochs(result: RunResult) -> int:
     """Epochs fold 0 ran (when the run was reused, the callback saw none)."""
-    return int(max(result.manifest.get("fold_epochs", {}).get("0", {"": 0}).values()))
+    return int(max(result.manifest.fold_epochs.get("0", {"": 0}).values()))
 
 
 def search(
@@ -239,7 +246,7 @@ def search(
     family: str,
     target: int | None,
     timeout: float | None,
-    report: TuneReport,
+    on_event: OnEvent,
 ) -> None:
     """Run trials until the study has `target` finished trials (all workers) or time is up."""
 
@@ -251,7 +258,7 @@ def search(
         value = f" {trial.value:.4f}" if trial.value is not None else ""
         event = status("trial_end", f"trial {trial.number} {trial.state.name.lower()}{value}")
         event.trial, event.state, event.value = trial.number, trial.state.name, trial.value
-        report(event)
+        on_event(event.event())
         # Trials other workers are running now will finish too: stop when they make the target.
         running = count_trials(study, (*FINISHED, TrialState.RUNNING))
         if target is not None and running >= target:
@@ -262,7 +269,9 @@ def search(
     with quiet_optuna():  # a killed worker's trial: FAIL (and re-queued) before counting
         optuna.storages.fail_stale_trials(study)
     remaining = None if target is None else target - count_trials(study)
-    report(status(text=f"{count_trials(study)} finished trials, target {target or 'none'}"))
+    on_event(
+        status(text=f"{count_trials(study)} finished trials, target {target or 'none'}").event()
+    )
     if remaining is not None and remaining <= 0:
         return
     if timeout is not None and timeout <= 0:

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family, list_models
+from kit.progress import Event, OnEvent, ignore
 from kit.provenance import data_checksums, folds_checksum
 from kit.training.runs import FoldEvent, RunResult, train_run
 from kit.tuning.settings import BEST_FILE, DEFAULT_TRIALS, HEARTBEAT_SECONDS
@@ -26,7 +27,7 @@ from kit.tuning.studies import (
     study_name,
 )
 from kit.tuning.table import table_from_storage
-from kit.tuning.trials import TuneEvent, TuneReport, check_trials_ran, make_objective, search
+from kit.tuning.trials import TuneEvent, check_trials_ran, make_objective, search
 from kit.tuning.workers import run_workers, worker_environments
 from kit.workspace import read_json, write_json
 
@@ -61,14 +62,14 @@ def train_best(
     n: int,
     *,
     device: str | None,
-    report: TuneReport,
+    on_event: OnEvent,
     pictures: bool = True,
 ) -> list[RunResult]:
     """Train the `n` best trials on every fold (finished folds are reused), best first."""
     results = []
     chosen = best_trials(study, n)
     for rank, trial in enumerate(chosen, 1):
-        report(
+        on_event(
             TuneEvent(
                 "final",
                 family,
@@ -76,27 +77,28 @@ def train_best(
                 done=rank - 1,
                 target=len(chosen),
                 text=f"trial {trial.number} ({rank}/{len(chosen)}) on all folds",
-            )
+            ).event()
         )
 
-        def on_fold(event: FoldEvent, number: int = trial.number) -> None:
-            if event.status != "start":
-                text = f"trial {number} fold {event.fold}/{event.folds} {event.status}"
-                report(TuneEvent("fold", family, number, done=event.fold, text=text))
+        def on_fold(train: Event, number: int = trial.number) -> None:
+            fold: FoldEvent = train.detail
+            if train.what == "fold" and fold.status != "start":
+                text = f"trial {number} fold {fold.fold}/{fold.folds} {fold.status}"
+                on_event(TuneEvent("fold", family, number, done=fold.fold, text=text).event())
 
         overrides = trial.user_attrs.get("overrides", trial.params)
         result = train_run(
-            comp, family, overrides, device=device, on_fold=on_fold, pictures=pictures
+            comp, family, overrides, device=device, on_event=on_fold, pictures=pictures
         )
         study.set_user_attr(
             f"cv:{trial.number}",
             {
                 "run_id": result.run_id,
                 "cv": result.cv_score,
-                "folds": len(result.manifest["folds"]["trained"]),
+                "folds": len(result.manifest.folds["trained"]),
             },
         )
-        report(
+        on_event(
             TuneEvent(
                 "final_end",
                 family,
@@ -105,7 +107,7 @@ def train_best(
                 target=len(chosen),
                 value=result.cv_score,
                 text=f"trial {trial.number}: CV {result.cv_score:.4f} ({result.run_id})",
-            )
+            ).event()
         )
         results.append(result)
     return results
@@ -164,7 +166,7 @@ def search_here(
     timeout: float | None,
     epochs: int | None,
     device: str | None,
-    report: TuneReport,
+    on_event: OnEvent,
 ) -> None:
     """Search the studies one after another in this process; `timeout` is split over them,
     and the time one leaves unused goes to the next."""
@@ -175,10 +177,10 @@ def search_here(
             share = (deadline - time.monotonic()) / (len(studies) - index)
             family_deadline = time.monotonic() + share
         objective = make_objective(
-            comp, family, epochs=epochs, device=device, report=report, deadline=family_deadline
+            comp, family, epochs=epochs, device=device, on_event=on_event, deadline=family_deadline
         )
         before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-        search(study, objective, family=family, target=target, timeout=share, report=report)
+        search(study, objective, family=family, target=target, timeout=share, on_event=on_event)
         check_trials_ran(study, family, before)
 
 
@@ -192,7 +194,7 @@ def tune(
     best_n: int = 2,
     epochs: int | None = None,
     device: str | None = None,
-    report: TuneReport | None = None,
+    on_event: OnEvent = ignore,
     seed: int = 0,
     pruner: str = "median",
     gpus: Sequence[str] | None = None,
@@ -208,7 +210,6 @@ def tune(
     `gpus` / `workers` run the search in worker processes; `best_n=0` only searches.
     `pictures` draws the trained-out runs' curves.png and worst.png.
     """
-    report = report or (lambda _event: None)
     families = check_families(families)
     _check_budget(trials, epochs, heartbeat, best_n, pruner)
     envs = worker_environments(gpus, workers)
@@ -233,7 +234,7 @@ def tune(
             "--pruner": pruner,
             "--heartbeat": heartbeat,
         }
-        run_workers(comp, families, rdb, envs, options, target=target, report=report)
+        run_workers(comp, families, rdb, envs, options, target=target, on_event=on_event)
     else:
         search_here(
             comp,
@@ -242,14 +243,20 @@ def tune(
             timeout=timeout,
             epochs=epochs,
             device=device,
-            report=report,
+            on_event=on_event,
         )
     best: dict[str, list[RunResult]] = {}
     if best_n:
         final_device = f"cuda:{gpus[0]}" if gpus else device
         for family, study in studies.items():
             best[family] = train_best(
-                comp, family, study, best_n, device=final_device, report=report, pictures=pictures
+                comp,
+                family,
+                study,
+                best_n,
+                device=final_device,
+                on_event=on_event,
+                pictures=pictures,
             )
         write_best(comp, best, studies)
     return TuneResult(

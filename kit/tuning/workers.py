@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 
 from kit.competition import Competition
 from kit.errors import KitError
+from kit.progress import OnEvent
 from kit.tuning.studies import best_value, count_trials, study_name
-from kit.tuning.trials import TuneEvent, TuneReport
+from kit.tuning.trials import TuneEvent
 
 
 def worker_environments(gpus: Sequence[str] | None, workers: int | None) -> list[dict[str, str]]:
@@ -70,7 +71,7 @@ def run_workers(
     options: dict[str, Any],
     *,
     target: int | None,
-    report: TuneReport,
+    on_event: OnEvent,
 ) -> None:
     """Start one search worker per environment, report the studies' progress, wait for all."""
     logs = comp.workspace.root / "tune-logs"
@@ -94,9 +95,9 @@ def run_workers(
                 os.sched_setaffinity(proc.pid, cpus)
             procs.append((proc, log))
         while any(p.poll() is None for p, _ in procs):
-            _report_counts(comp, families, storage, target, report)
+            _report_counts(comp, families, storage, target, on_event)
             time.sleep(1.0)
-        _report_counts(comp, families, storage, target, report)
+        _report_counts(comp, families, storage, target, on_event)
     except BaseException as exc:
         # A Ctrl-C in the terminal reached the workers too; otherwise interrupt them now.
         # On SIGINT a worker marks its running trial FAIL and exits.
@@ -122,14 +123,14 @@ def _stop_workers(procs: list[subprocess.Popen], already: bool, grace: float = 1
             proc.wait()
 
 
-def _report_counts(comp, families, storage, target, report) -> None:
+def _report_counts(comp, families, storage, target, on_event) -> None:
     for family in families:
         try:
             study = optuna.load_study(study_name=study_name(comp, family), storage=storage)
         except KeyError:  # not created yet by the workers
             continue
         running = count_trials(study, (TrialState.RUNNING,))
-        report(
+        on_event(
             TuneEvent(
                 "search",
                 family,
@@ -137,5 +138,5 @@ def _report_counts(comp, families, storage, target, report) -> None:
                 target=target,
                 best=best_value(study),
                 text=f"{running} running",
-            )
+            ).event()
         )

@@ -1,0 +1,183 @@
+"""The manifests that cross stages, as typed records: one writer (`write`), one reader (`load`).
+
+On disk they stay JSON, as before, plus ``"format": {"kind": ..., "version": N}``. A manifest
+written before the format existed (version 0) has the same fields and loads as it is; one from
+a newer kit, of another kind, or missing a field is refused with the file named and what to do.
+Nested parts (scores, settings, provenance) stay plain JSON objects: their keys are data
+(keypoint names, fold numbers), not fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from kit.errors import DataError
+from kit.workspace import read_json, write_json
+
+__all__ = ["Manifest", "RunManifest", "StackManifest", "SubmissionManifest", "manifest_kind"]
+
+FORMAT_KEY = "format"
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """What every manifest records of the kit that wrote it (keyword-only, so that each kind's
+    own required fields come first)."""
+
+    KIND: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+    REDO: ClassVar[str]  # what the user runs to write it again
+
+    kit: str = ""
+    git_commit: str | None = None
+    created: str = ""
+
+    def to_json(self) -> Json:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {FORMAT_KEY: {"kind": self.KIND, "version": self.VERSION}, **fields}
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Json, path: Path) -> Self:
+        kind, version = manifest_kind(data)
+        if kind not in (None, cls.KIND):
+            raise DataError(f"a {kind} manifest, not a {cls.KIND} one", path=path, hint=cls.REDO)
+        if version > cls.VERSION:
+            raise DataError(
+                f"{cls.KIND} manifest format {version} is newer than this kit reads "
+                f"({cls.VERSION})",
+                path=path,
+                hint="upgrade kit (pip install -U kit), or " + cls.REDO,
+            )
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in known.items() if _required(f)]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise DataError(
+                f"{cls.KIND} manifest lacks {', '.join(missing)}", path=path, hint=cls.REDO
+            )
+        return cls(**{name: data[name] for name in known if name in data})
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the manifest: {exc}", path=path, hint=cls.REDO) from exc
+        if not isinstance(data, dict):
+            raise DataError("the manifest is not a JSON object", path=path, hint=cls.REDO)
+        return cls.from_json(data, path)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def manifest_kind(data: Json) -> tuple[str | None, int]:
+    """(kind, version) of a manifest's JSON; (None, 0) for one written before formats."""
+    stamp = data.get(FORMAT_KEY)
+    if not isinstance(stamp, dict):
+        return None, 0
+    return stamp.get("kind"), int(stamp.get("version", 0))
+
+
+@dataclass(frozen=True)
+class RunManifest(Manifest):
+    """runs/<run-id>/manifest.json: what a K-fold training run was and scored."""
+
+    KIND: ClassVar[str] = "run"
+    REDO: ClassVar[str] = "rerun `kit train` with the same settings (finished folds are kept)"
+
+    run_id: str
+    competition: str
+    family: str
+    config: Json
+    target_set: str
+    plan: Json
+    keypoints: list[str]
+    keypoint_indices: list[int]
+    metric: str
+    seed: int
+    folds: Json  # file, sha256, total, trained, complete, rows_predicted, rows_total
+    data: Json  # row counts and the cache's checksums
+    cv: Json  # overall, per_keypoint, per_group (, nme)
+    fold_scores: Json
+    fold_epochs: Json
+    fold_seconds: Json
+    train_seconds: float
+    code_sha256: str
+    seeds: Json = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    device: str = ""
+    fold_devices: Json = field(default_factory=dict)
+    fold_speeds: Json = field(default_factory=dict)
+    torch: str = ""
+
+
+@dataclass(frozen=True)
+class StackManifest(Manifest):
+    """stacks/<stack-id>/manifest.json: the runs stacked, the methods' CV and the picks."""
+
+    KIND: ClassVar[str] = "stack"
+    REDO: ClassVar[str] = "delete the stack's folder and rerun `kit stack`"
+
+    stack_id: str
+    competition: str
+    metric: str
+    runs: list[Json]  # run_id, family, group, keypoints, cv
+    features: list[str]
+    keypoints: list[str]
+    keypoint_indices: list[int]
+    picks: dict[str, str]
+    best_single: str
+    cv: Json  # the picked stack's scores: overall, per_keypoint, ...
+    methods: dict[str, Json]
+    folds: Json
+    data: Json
+    code_sha256: str
+    lightgbm: Json = field(default_factory=dict)
+    picks_per_fold: Json = field(default_factory=dict)
+    ridge_weights: Json = field(default_factory=dict)
+    fallbacks_to_blend: list[str] = field(default_factory=list)
+    lightgbm_rounds: Json = field(default_factory=dict)
+    min_meta_rows: int = 0
+    seconds: float = 0.0
+    lightgbm_version: str = ""
+
+
+@dataclass(frozen=True)
+class SubmissionManifest(Manifest):
+    """submissions/COMP/<stem>.json beside its CSV: where it came from and its upload."""
+
+    KIND: ClassVar[str] = "submission"
+    REDO: ClassVar[str] = "rerun `kit submit` for that source"
+
+    competition: str
+    file: str
+    csv_sha256: str
+    cv_score: float
+    metric: str
+    source: Json  # kind, id, path, cv_score, keypoints, family
+    kaggle_slug: str = ""
+    csv: str = ""
+    cv: Json = field(default_factory=dict)
+    eight_source: Json | None = None
+    runs: list[str] = field(default_factory=list)
+    stack: str | None = None
+    stacks: list[str] = field(default_factory=list)
+    settings: Json = field(default_factory=dict)
+    message: str = ""
+    dry_run: bool = True
+    uploaded: bool = False
+    kaggle_ref: int | None = None
+    upload_error: str | None = None
+    uploaded_at: str | None = None
