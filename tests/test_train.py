@@ -126,6 +126,29 @@ def test_oof_covers_every_row_once_by_its_own_fold_model(
         assert (result.path / name).stat().st_size > 0
 
 
+@pytest.mark.parametrize("keep", ["last", "best"])
+def test_a_fold_keeps_the_last_epoch_unless_asked_for_the_best(
+    comp: Competition, keep: str
+) -> None:
+    """The fold's OOF comes from the kept epoch's weights: its score is that epoch's
+    validation score (no TTA here, so the two are the same predictions)."""
+    overrides = {"tta": False, "keep": keep, "lr": 0.05}  # a high lr: epochs differ
+    result = run_tiny(comp, epochs=4, overrides=overrides, folds=1)
+    record = json.loads((result.path / "fold-0.done.json").read_text())
+    main = record["submodels"]["main"]
+    scores = [h["val_score"] for h in main["history"]]
+    kept = 4 if keep == "last" else int(np.argmin(scores)) + 1
+    assert main["kept_epoch"] == kept and main["epochs_run"] == 4
+    assert record["score"] == pytest.approx(scores[kept - 1], rel=1e-5)
+    assert main["last_val_score"] == pytest.approx(scores[-1])
+    assert main["best_val_score"] == pytest.approx(min(scores))
+
+
+def test_keep_must_be_last_or_best() -> None:
+    with pytest.raises(KitError, match="keep must be one of last, best"):
+        resolve_config("sp", {"keep": "middle"})
+
+
 def test_oof_assembler_rejects_a_leak_a_duplicate_and_a_gap() -> None:
     folds = np.array([0, 1, 2, 0, 1, 2])
     pred = np.zeros((2, 1, 2), np.float32)
@@ -361,7 +384,8 @@ def test_early_stopping_keeps_the_best_epochs_weights(
         return loss
 
     monkeypatch.setattr(loop.Trainer, "epoch", recording_epoch)
-    result = run_tiny(comp, folds=1, epochs=6, overrides={"patience": 2, "tta": False})
+    overrides = {"patience": 2, "tta": False, "keep": "best"}  # early stopping, as the seeds did
+    result = run_tiny(comp, folds=1, epochs=6, overrides=overrides)
     record = json.loads((result.path / "fold-0.done.json").read_text())["submodels"]["main"]
     assert record["epochs_run"] == 4 and record["best_epoch"] == 2
     assert [h["val_score"] for h in record["history"]] == [3.0, 2.0, 2.5, 2.6]

@@ -93,7 +93,9 @@ class ModelFamily:
 _REGISTRY: dict[str, ModelFamily] = {}
 
 # Training recipes that families start from (train_recipe changes a few keys).
-# The seeds' notebooks: no schedule, no augmentation but flips, early stopping.
+# The seeds' notebooks: Adam, no augmentation but flips; they early-stopped on the validation
+# rows with no schedule. kit keeps the last epoch of a cosine schedule instead, so that no
+# choice is made on the rows a fold is scored on (issue 13; docs/benchmarks.md, "Epoch selection").
 SEED_RECIPE: dict[str, Any] = {
     "optimizer": "adam",
     "lr": 1e-3,
@@ -101,9 +103,9 @@ SEED_RECIPE: dict[str, Any] = {
     "weight_decay": 0.0,
     "batch_size": 64,
     "epochs": 100,
-    "schedule": "none",
+    "schedule": "cosine",
     "warmup_epochs": 0,
-    "patience": 20,
+    "patience": 0,
     "flip": 0.5,
     "rotate_deg": 0.0,
     "shift": 0.0,

@@ -19,6 +19,8 @@ from kit.training.optim import OPTIMIZERS, SCHEDULES
 from kit.training.speed import SPEED_DEFAULTS, Speed, family_cpu_speed, validate_speed
 from kit.training.targets import DEFAULT_R2_THRESHOLD
 
+KEEP_CHOICES = ("last", "best")
+
 # Loop settings every family understands; a family's train_defaults override them.
 LOOP_DEFAULTS: dict[str, Any] = {
     "optimizer": "adamw",
@@ -29,7 +31,11 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "epochs": 30,
     "schedule": "cosine",
     "warmup_epochs": 1,
-    "patience": 10,  # epochs without a better validation score; 0 = no early stopping
+    # Which weights a fold keeps: "last" (honest: nothing is chosen on the rows the fold is
+    # scored on) or "best" (the best validation epoch: CV then reads optimistic, see
+    # docs/benchmarks.md "Epoch selection"). Early stopping (patience > 0) also peeks.
+    "keep": "last",
+    "patience": 0,  # epochs without a better validation score; 0 = no early stopping
     "seed": 0,
     "tta": True,  # horizontal-flip test-time augmentation for OOF and test predictions
     **SPEED_DEFAULTS,  # channels_last, precision, compile (kit.training.speed)
@@ -117,6 +123,10 @@ def _validate_train(train: dict[str, Any]) -> None:
     if train["schedule"] not in SCHEDULES:
         raise KitError(
             f"unknown schedule {train['schedule']!r}", hint=f"valid: {', '.join(SCHEDULES)}"
+        )
+    if train["keep"] not in KEEP_CHOICES:
+        raise KitError(
+            f"setting keep must be one of {', '.join(KEEP_CHOICES)}, got {train['keep']!r}"
         )
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if not isinstance(train[key], int) or isinstance(train[key], bool) or train[key] < 1:

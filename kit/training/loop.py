@@ -64,6 +64,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = float("nan")
+    last_score: float = float("nan")
+    kept_epoch: int = 0  # the epoch whose weights `model` holds
     seconds: float = 0.0
 
 
@@ -173,9 +175,10 @@ def fit(
     fold: int = 0,
     on_event: OnEvent = ignore,
 ) -> FitResult:
-    """Train `sub`'s network on `train_rows` (its keypoint columns of `data.keypoints`) and
-    early-stop on the competition metric of the keypoints it contributes, over `val_rows`
-    (whose truth is `val_truth`)."""
+    """Train `sub`'s network on `train_rows` (its keypoint columns of `data.keypoints`),
+    scoring each epoch on the competition metric of the keypoints it contributes over
+    `val_rows` (whose truth is `val_truth`). It keeps the last epoch's weights, or with
+    ``keep=best`` the best epoch's, and stops early only with ``patience > 0``."""
     if np.intersect1d(train_rows, val_rows).size:
         raise AssertionError(f"fold {fold}: a validation row is also a training row")
     if len(train_rows) < 2:
@@ -209,7 +212,8 @@ def fit(
         score = primary(comp, pred[:, scored_cols], val_truth, keypoints=scored)
         if _improves(score, result.best_score):
             result.best_score, result.best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            if train["keep"] == "best":
+                best_state = copy.deepcopy(model.state_dict())
         seconds = time.perf_counter() - t0
         lr = trainer.optimizer.param_groups[0]["lr"]
         result.history.append(
@@ -227,8 +231,11 @@ def fit(
         on_event(Event("train", "epoch", epoch, epochs, report.line(), report))
         if patience > 0 and epoch - result.best_epoch >= patience:
             break
-    if best_state is not None:
+    result.last_score = score
+    result.kept_epoch = epoch
+    if train["keep"] == "best" and best_state is not None:
         model.load_state_dict(best_state)
+        result.kept_epoch = result.best_epoch
     model.eval()
     result.seconds = time.perf_counter() - started
     return result

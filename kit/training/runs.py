@@ -218,6 +218,8 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
             "train_rows": len(rows),
             "best_epoch": result.best_epoch,
             "best_val_score": result.best_score,
+            "kept_epoch": result.kept_epoch,
+            "last_val_score": result.last_score,
             "epochs_run": len(result.history),
             "seconds": result.seconds,
             "history": result.history,
