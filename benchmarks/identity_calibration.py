@@ -71,7 +71,8 @@ def fkd_crop(
 
 
 def load_imm(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 (192, 96, 96) images, float32 (192, 58, 2) landmarks, int person (192,)."""
+    """uint8 (192, 96, 96) images, float32 (192, 58, 2) landmarks, int person (192), rows in a
+    seeded random order."""
     rng = np.random.default_rng(seed)
     images, points, person = [], [], []
     for jpg in sorted(folder.glob("*.jpg")):
@@ -81,7 +82,8 @@ def load_imm(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
         images.append(img)
         points.append(pts)
         person.append(int(jpg.name[:2]))
-    return np.stack(images), np.stack(points), np.array(person)
+    order = rng.permutation(len(images))  # rows in file-name order would sit by person
+    return np.stack(images)[order], np.stack(points)[order], np.array(person)[order]
 
 
 def fkd_keypoints(points58: np.ndarray) -> np.ndarray:
@@ -344,11 +346,15 @@ def main() -> int:
         print(f"skipped fkd-proxy: no {fkd_dir}\n")
     else:
         fkd_tables(labels, fkd, chosen)
-    line = f"Chosen: false_matches = {FALSE_MATCHES[chosen]:g}"
-    if imm is not None:
+    default = f"kit's DEFAULT_FALSE_MATCHES = {identity.DEFAULT_FALSE_MATCHES:g}"
+    if imm is None:
+        print(f"Nothing to calibrate on without IMM; {default}.")
+    else:
         p, r, _ = imm["4 keypoints"][chosen]
-        line += f" (IMM precision {p:.3f}, recall {r:.3f})"
-    print(f"{line}; kit's DEFAULT_FALSE_MATCHES = {identity.DEFAULT_FALSE_MATCHES:g}.")
+        print(
+            f"Chosen: false_matches = {FALSE_MATCHES[chosen]:g} (IMM precision {p:.3f}, "
+            f"recall {r:.3f}); {default}."
+        )
     print(f"({time.perf_counter() - started:.0f} s, {os.cpu_count()} CPUs)")
     return 0
 
