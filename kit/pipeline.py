@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from kit.competition import Competition
-from kit.data.folds import write_folds
+from kit.data.folds import DEFAULT_K, FoldsResult, read_folds_meta, write_folds
 from kit.errors import KitError
 from kit.fetch import FetchResult, fetch
 from kit.progress import Event, OnEvent, ignore
@@ -40,7 +40,6 @@ STAGES = ("fetch", "folds", "tune", "stack", "submit")
 # dense layer makes a fold ~6x slower than lenet's at 96 px, measured on this project's VM).
 CPU_FAMILIES = ("lenet", "sp")
 CPU_SP_BUDGET = 30 * 60
-DEFAULT_FOLDS = 5
 
 
 @dataclass
@@ -118,7 +117,8 @@ def plan_budget(
     if budget <= 0:
         raise KitError(f"--budget {budget:g} s must be positive")
     rows = _cached_rows(comp)
-    folds = _folds_k(comp) or DEFAULT_FOLDS
+    stored = read_folds_meta(comp)
+    folds = int(stored["k"]) if stored else DEFAULT_K
     estimate = stack_seconds_estimate(rows, 2 * comp.num_keypoints, folds)
     return BudgetPlan(
         budget=budget,
@@ -137,11 +137,6 @@ def _cached_rows(comp: Competition) -> int:
     return 0
 
 
-def _folds_k(comp: Competition) -> int | None:
-    meta = comp.workspace.folds_csv.with_suffix(".json")
-    return int(read_json(meta)["k"]) if meta.is_file() else None
-
-
 # ------------------------------------------------------------------------- stages
 
 
@@ -154,14 +149,13 @@ def fetch_stage(comp: Competition, source: Path | str | None, on_event: OnEvent)
     return fetch(comp, None if source is None else Path(source), on_event=on_event)
 
 
-def folds_stage(comp: Competition, k: int | None, on_event: OnEvent) -> int:
-    """Write the folds file (a no-op when up to date); without `k`, keep the existing k."""
-    k = k or _folds_k(comp) or DEFAULT_FOLDS
+def folds_stage(comp: Competition, k: int | None, on_event: OnEvent) -> FoldsResult:
+    """Write the folds file, or keep the existing one (without `k`, whatever its k)."""
     result = write_folds(comp, k=k)
-    on_event(
-        Event("folds", "step", text=f"{'wrote' if result.written else 'kept'} {result.k} folds")
-    )
-    return result.k
+    state = "wrote" if result.written else "kept"
+    text = f"{state} {result.k} folds grouped by {result.group_by}"
+    on_event(Event("folds", "step", text=text))
+    return result
 
 
 def tune_stage(
@@ -334,7 +328,8 @@ def run_pipeline(
     with _stage("fetch", on_event, seconds):
         fetched = fetch_stage(comp, source, on_event)
     with _stage("folds", on_event, seconds):
-        k = folds_stage(comp, folds, on_event)
+        made = folds_stage(comp, folds, on_event)
+    k = made.k
     plan = plan_budget(
         comp,
         budget_seconds,
@@ -347,6 +342,8 @@ def run_pipeline(
     with _stage("tune", on_event, seconds):
         deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
         runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
+    if made.outdated:
+        notes.insert(0, f"the folds file was {made.outdated}")
     with _stage("stack", on_event, seconds):
         stacked = stack(
             comp,

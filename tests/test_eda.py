@@ -13,7 +13,8 @@ from kit.competition import Competition, load_competition
 from kit.data import duplicates as dup
 from kit.data.arrays import KeypointData
 from kit.data.eda import TRUTH_COLOUR, procrustes_outliers, run_eda, tile_size
-from kit.data.synthetic import fkd15_from_68, make_faces
+from kit.data.folds import write_folds
+from kit.data.synthetic import fkd15_from_68, make_faces, make_people
 
 EIGHT = ["left_eye_center", "right_eye_center", "nose_tip", "mouth_center_bottom_lip"]
 
@@ -268,3 +269,21 @@ def test_cli_without_cache_says_run_fetch(cli) -> None:
     message = result.err.strip()
     assert "\n" not in message
     assert "train.npz" in message and "kit fetch" in message
+
+
+def test_identity_groups_are_counted_and_drawn(fkd: Competition, cli) -> None:
+    images, points, _people = make_people(16, 8, seed=3)
+    train = fkd_split(images, points)
+    save_splits(fkd, train, fkd_split(make_faces(4, seed=9)[0], None, 1))
+    report = run_eda(fkd, top=5)
+    table = report.identity_groups
+    assert table["rows"].sum() == len(train) and table["rows"].is_monotonic_decreasing
+    assert report.counts["identity_groups"] == len(table) and 10 <= len(table) <= 24
+    assert report.identity_source.startswith("grouped now")
+    with Image.open(report.paths["identity_groups_png"]) as picture:
+        width, height = tile_size(96)
+        assert picture.size == (6 * width, 12 * height)  # the 12 largest groups, 6 faces each
+    write_folds(fkd)  # identity folds: eda now reads their groups
+    assert run_eda(fkd).identity_source == "the folds file"
+    result = cli("eda", "facial-keypoints")
+    assert result.code == 0 and "Identity groups (train, the folds file)" in result.out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +11,11 @@ import pytest
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.duplicates import find_duplicates
-from kit.data.folds import load_folds, make_folds, write_folds
-from kit.data.synthetic import fkd15_from_68, make_faces
+from kit.data.folds import FOLDS_VERSION, load_folds, make_folds, runs_on_other_folds, write_folds
+from kit.data.identity import pair_precision_recall
+from kit.data.synthetic import fkd15_from_68, make_faces, make_people
 from kit.errors import DataError
+from kit.manifests import RunManifest
 
 N = 150
 PHOTO_ROWS = 60  # rows 0..59 come three to a photo (source groups photo_0..photo_19)
@@ -42,8 +46,8 @@ def fkd() -> Competition:
 
 
 def test_rows_that_belong_together_share_a_fold() -> None:
-    data = folds_data()
-    frame = make_folds(data, k=5, seed=0)
+    data = folds_data()  # the drawn faces are all one "person": group by duplicates here
+    frame = make_folds(data, k=5, seed=0, group_by="duplicates")
     folds = frame["fold"].to_numpy()
     assert list(frame.columns) == ["id", "fold", "group"]
     assert np.array_equal(frame["id"], data.ids)
@@ -63,7 +67,7 @@ def test_rows_that_belong_together_share_a_fold() -> None:
 
 def test_folds_balance_rows_and_complete_share() -> None:
     data = folds_data()
-    frame = make_folds(data, k=5, seed=0)
+    frame = make_folds(data, k=5, seed=0, group_by="duplicates")
     per_fold = pd.DataFrame({"fold": frame["fold"], "complete": data.complete})
     table = per_fold.groupby("fold")["complete"].agg(["size", "mean"])
     assert table["size"].max() - table["size"].min() <= 3  # groups hold up to 4 rows
@@ -73,9 +77,9 @@ def test_folds_balance_rows_and_complete_share() -> None:
 
 def test_folds_are_deterministic_for_a_seed() -> None:
     data = folds_data()
-    first = make_folds(data, k=5, seed=7)["fold"]
-    assert np.array_equal(first, make_folds(data, k=5, seed=7)["fold"])
-    other = make_folds(data, k=5, seed=8)["fold"]
+    first = make_folds(data, k=5, seed=7, group_by="duplicates")["fold"]
+    assert np.array_equal(first, make_folds(data, k=5, seed=7, group_by="duplicates")["fold"])
+    other = make_folds(data, k=5, seed=8, group_by="duplicates")["fold"]
     assert (first != other).mean() > 0.3
 
 
@@ -123,8 +127,8 @@ def test_k_larger_than_the_number_of_groups(fkd: Competition, cli) -> None:
         fkd.workspace.train_npz
     )
     with pytest.raises(DataError, match="k=5 is more than the 2 groups"):
-        write_folds(fkd, k=5)
-    result = cli("folds", "facial-keypoints", "--k", "3")
+        write_folds(fkd, k=5, group_by="duplicates")
+    result = cli("folds", "facial-keypoints", "--k", "3", "--group-by", "duplicates")
     assert result.code != 0
     assert "\n" not in result.err.strip()
     assert "--k 2 or fewer" in result.err
@@ -146,3 +150,64 @@ def test_cli_without_cache_says_run_fetch(cli) -> None:
     result = cli("folds", "facial-keypoints")
     assert result.code != 0
     assert "train.npz" in result.err and "kit fetch" in result.err
+
+
+def test_an_older_folds_file_is_kept_until_the_user_asks(fkd: Competition, cli) -> None:
+    """Folds from before identity grouping stay (runs on them stay comparable) with a note;
+    --force or another --group-by rebuilds them, and folds.json says how they were made."""
+    folds_data().save(fkd.workspace.train_npz)
+    old = write_folds(fkd, k=4, seed=1, group_by="duplicates")
+    meta_path = fkd.workspace.folds_csv.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    for key in ("group_by", "identity"):
+        meta.pop(key, None)
+    meta["version"] = 1  # as kit wrote it before identity grouping
+    meta_path.write_text(json.dumps(meta))
+
+    kept = write_folds(fkd)
+    assert not kept.written and (kept.k, kept.seed, kept.group_by) == (4, 1, "duplicates")
+    assert np.array_equal(kept.folds["fold"], old.folds["fold"])
+    assert "older grouping (duplicates" in kept.outdated and "--force" in kept.outdated
+    shown = cli("folds", "facial-keypoints")
+    assert shown.code == 0 and "kit folds --force" in " ".join(shown.out.split())
+
+    rebuilt = write_folds(fkd, force=True)
+    assert rebuilt.written and rebuilt.outdated is None
+    assert (rebuilt.k, rebuilt.seed, rebuilt.group_by) == (5, 0, "identity")
+    meta = json.loads(meta_path.read_text())
+    assert meta["group_by"] == "identity" and meta["version"] == FOLDS_VERSION
+    assert meta["identity"]["false_matches"] > 0  # the identity settings it used
+    assert not write_folds(fkd).written  # now current: kept
+    assert write_folds(fkd, group_by="duplicates").written  # another grouping asked for
+
+
+def test_runs_on_other_folds_are_named(fkd: Competition) -> None:
+    folds_data().save(fkd.workspace.train_npz)
+    write_folds(fkd, k=3, group_by="duplicates")
+    current = json.loads(fkd.workspace.folds_csv.with_suffix(".json").read_text())
+    for run_id, sha in (("old-run", "0" * 64), ("new-run", current["folds_sha256"])):
+        RunManifest(
+            run_id, "facial-keypoints", "lenet", {}, "masked", {}, [], [], "rmse", 0,
+            {"sha256": sha}, {}, {"overall": 1.0}, {}, {}, {}, 1.0, "code",
+        ).write(fkd.workspace.runs / run_id / "manifest.json")  # fmt: skip
+    assert runs_on_other_folds(fkd) == ["old-run"]
+
+
+def test_identity_folds_keep_each_person_in_one_fold(fkd: Competition) -> None:
+    """Drawn people with varied pose and lighting: the folds file groups them by person (as
+    the grouping finds them) and never splits a group across folds."""
+    images, points, people = make_people(16, 8, seed=5)
+    keypoints = fkd15_from_68(points).astype(np.float32)
+    keypoints[1::2, 2:10] = np.nan  # FKD's missingness: eye corners and brows of half the rows
+    ids = np.arange(len(images), dtype=np.int64)
+    KeypointData.whole_images(images, keypoints, ids).save(fkd.workspace.train_npz)
+    made = write_folds(fkd, k=4)
+    assert made.group_by == "identity"
+    frame = made.folds
+    assert (frame.groupby("group")["fold"].nunique() == 1).all()
+    scores = pair_precision_recall(frame["group"].to_numpy(), people)
+    assert scores.precision >= 0.9 and scores.recall >= 0.8
+    same_person_same_fold = pair_precision_recall(frame["fold"].to_numpy(), people).recall
+    assert same_person_same_fold >= 0.9  # by duplicates alone it would be about 1/k
+    by_duplicates = make_folds(KeypointData.load(fkd.workspace.train_npz), 4, 0, "duplicates")
+    assert pair_precision_recall(by_duplicates["fold"].to_numpy(), people).recall < 0.5

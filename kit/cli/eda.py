@@ -33,6 +33,14 @@ def print_report(report: EdaReport, top: int) -> None:
     )
     if len(report.duplicate_groups):
         console.print(frame_table(report.duplicate_groups.head(top), "Duplicate groups"))
+    ids = report.identity_groups
+    console.print(
+        f"Identity groups (train, {report.identity_source}): {counts['identity_groups']} groups, "
+        f"{counts['identity_singletons']} of one face; the largest holds "
+        f"{counts['largest_identity_group']} faces."
+    )
+    if len(ids):
+        console.print(frame_table(ids.head(top), "Largest identity groups (one person each)"))
     caption = "relative: score / median score of rows with the same keypoints"
     title = f"Top {len(report.outliers)} label outliers (Procrustes residual)"
     console.print(frame_table(report.outliers, title, caption=caption))

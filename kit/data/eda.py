@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.data.duplicates import DuplicateGroups, find_duplicates
+from kit.data.folds import comp_anchors, fold_groups, read_folds_meta, stored_setting
 from kit.workspace import atomic_path, write_json, write_text
 
 TRUTH_COLOUR = (30, 90, 255)  # ground-truth keypoints are blue in every picture kit draws
@@ -31,6 +32,7 @@ TILE_PIXELS = 192  # faces are upscaled by an integer factor to about this size
 CAPTION_HEIGHT = 14
 OUTLIER_COLUMNS = 6
 DUPLICATE_COLUMNS = 6
+IDENTITY_LINES = 12  # the largest identity groups drawn, one line each
 MIN_PATTERN_ROWS = 30  # fewer rows give no stable median of their own
 MIN_POINTS = 3  # a similarity has 4 parameters: 2 points fit exactly and leave no residual
 
@@ -46,6 +48,8 @@ class EdaReport:
     duplicate_groups: pd.DataFrame
     duplicate_members: pd.DataFrame
     outliers: pd.DataFrame
+    identity_groups: pd.DataFrame  # group, rows: the fold groups of one person, largest first
+    identity_source: str  # where the groups came from
     counts: dict[str, int] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
 
@@ -309,6 +313,50 @@ def duplicate_sheet(train: KeypointData, test: KeypointData, members: pd.DataFra
     return contact_sheet(grid, train.images.shape[1])
 
 
+# ---- identity groups ----------------------------------------------------------------------------
+
+
+def train_groups(comp: Competition, train: KeypointData) -> tuple[np.ndarray, str]:
+    """(N,) fold groups of the train rows and where they came from: the folds file when it was
+    grouped by identity for these rows, else grouped now."""
+    stored = read_folds_meta(comp)
+    if stored is not None and stored_setting(stored, "group_by") == "identity":
+        frame = pd.read_csv(comp.workspace.folds_csv, dtype={"id": str})
+        if frame["id"].tolist() == train.ids.astype(str).tolist():
+            return frame["group"].to_numpy(), "the folds file"
+    return fold_groups(train, "identity", comp_anchors(comp)), "grouped now (no identity folds yet)"
+
+
+def identity_table(groups: np.ndarray) -> pd.DataFrame:
+    sizes = pd.Series(groups).value_counts()
+    return pd.DataFrame({"group": sizes.index.to_numpy(), "rows": sizes.to_numpy()})
+
+
+def identity_counts(table: pd.DataFrame) -> dict[str, int]:
+    rows = table["rows"]
+    return {
+        "identity_groups": len(table),
+        "identity_singletons": int((rows == 1).sum()),
+        "largest_identity_group": int(rows.max()) if len(rows) else 0,
+        "rows_in_shared_identity_groups": int(rows[rows > 1].sum()),
+    }
+
+
+def identity_sheet(train: KeypointData, groups: np.ndarray, table: pd.DataFrame) -> Image.Image:
+    """One line per large group: up to DUPLICATE_COLUMNS of its faces, spread over the group."""
+    grid = []
+    for group, size in table.head(IDENTITY_LINES).itertuples(index=False):
+        rows = np.flatnonzero(groups == group)
+        picks = rows[np.linspace(0, len(rows) - 1, min(len(rows), DUPLICATE_COLUMNS)).astype(int)]
+        line: list[Tile | None] = [
+            Tile(train.images[r], None, f"{'group ' + str(group) + ': ' if i == 0 else ''}"
+                 f"{size if i == 0 else train.ids[r]}")
+            for i, r in enumerate(picks)
+        ]  # fmt: skip
+        grid.append(line)
+    return contact_sheet(grid, train.images.shape[1])
+
+
 # ---- the whole run -------------------------------------------------------------------------------
 
 
@@ -354,18 +402,30 @@ def run_eda(comp: Competition, top: int = 24) -> EdaReport:
     scored = outlier_table(train, comp.keypoint_names)
     top_outliers = scored.dropna(subset=["relative"]).head(top).reset_index(drop=True)
     groups, members = pooled_duplicates(train, test)
+    people, people_from = train_groups(comp, train)
+    identities = identity_table(people)
     counts = {
         "train_rows": len(train),
         "test_rows": len(test),
         "complete_rows": int(train.complete.sum()),
         "scored_rows": int(scored["score"].notna().sum()),
         **duplicate_counts(groups),
+        **identity_counts(identities),
     }
-    tables = {"missing": missing, "patterns": patterns, "duplicates": members, "outliers": scored}
+    tables = {
+        "missing": missing,
+        "patterns": patterns,
+        "duplicates": members,
+        "outliers": scored,
+        "identity_groups": identities,
+    }
     sheets = {
         "outliers": outlier_sheet(train, top_outliers) if len(top_outliers) else None,
         "duplicates": duplicate_sheet(train, test, members[members["group"] < top])
         if len(groups)
+        else None,
+        "identity_groups": identity_sheet(train, people, identities)
+        if (identities["rows"] > 1).any()
         else None,
     }
     return EdaReport(
@@ -376,6 +436,8 @@ def run_eda(comp: Competition, top: int = 24) -> EdaReport:
         duplicate_groups=groups,
         duplicate_members=members,
         outliers=top_outliers,
+        identity_groups=identities,
+        identity_source=people_from,
         counts=counts,
         paths=_write_outputs(ws.eda, tables, counts, sheets),
     )

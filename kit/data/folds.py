@@ -1,30 +1,43 @@
 """THE folds file: one fold per train row, shared by every model and the meta-learner.
 
-Rows that must not be split (exact/near-duplicate images, and rows of one source group such as
-several faces of one photo) are merged into groups by union-find, and whole groups are dealt to
-folds greedily so that every fold gets a similar number of rows and a similar share of complete
-rows (all keypoints present). Written as ``folds.csv`` (id,fold,group in the cache's row order)
-plus ``folds.json`` (k, seed, data checksum), so re-running with the same inputs is a no-op.
+Rows that must not be split are merged into groups by union-find: exact and near-duplicate
+images, rows of one source group (several faces of one photo), and with ``group_by="identity"``
+(the default) the faces of one person across pose, expression and lighting (kit.data.identity),
+because the test set holds new people. Whole groups are dealt to folds greedily so that every
+fold gets a similar number of rows and a similar share of complete rows (all keypoints present).
+Written as ``folds.csv`` (id,fold,group in the cache's row order) plus ``folds.json`` (how it
+was made: k, seed, grouping and its settings, data checksum).
+
+An existing folds file is kept unless the data changed or the caller asks for other settings or
+``force``: runs made on it stay comparable. A file made by an older grouping says so
+(`FoldsResult.outdated`), and ``force`` rebuilds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
-from kit.data import duplicates
+from kit.data import duplicates, identity
 from kit.data.arrays import KeypointData
-from kit.errors import DataError
+from kit.data.identity import Anchors
+from kit.errors import DataError, KitError
+from kit.manifests import RunManifest
 from kit.workspace import read_json, sha256_file, write_json, write_text
 
-# Bump when the assignment or the grouping changes, so old folds files are rebuilt.
-FOLDS_VERSION = 1
+# Bump when the assignment or the grouping changes; older files are kept until --force.
+FOLDS_VERSION = 2
 COLUMNS = ("id", "fold", "group")
+GROUP_BY = ("identity", "duplicates")
+DEFAULT_GROUP_BY = "identity"
+DEFAULT_K, DEFAULT_SEED = 5, 0
 
 
 @dataclass(frozen=True)
@@ -32,19 +45,42 @@ class FoldsResult:
     path: Path
     folds: pd.DataFrame  # id, fold, group: one row per train row
     table: pd.DataFrame  # per fold: rows, complete rows, complete share, groups
-    written: bool  # False when the existing file was already up to date
+    written: bool  # False when the existing file was kept
     k: int
     seed: int
+    group_by: str
+    outdated: str | None = None  # why a kept file is older than what kit makes now
 
 
-def fold_groups(data: KeypointData) -> np.ndarray:
-    """(N,) labels 0..G-1 joining duplicate images and rows of one source group."""
-    dup = duplicates.find_duplicates(data.images).labels
-    a1, b1 = duplicates.labels_to_edges(dup)
-    a2, b2 = duplicates.labels_to_edges(data.groups)
-    return duplicates.connected_labels(
-        len(data), np.concatenate([a1, a2]), np.concatenate([b1, b2])
-    )
+def comp_anchors(comp: Competition) -> Anchors | None:
+    """The competition's identity anchors (``identity_anchors`` in competition.toml's
+    [options]: keypoint names per part), or None: align by all present keypoints."""
+    table = comp.options.get("identity_anchors")
+    if not table:
+        return None
+    try:
+        parts = {part: tuple(comp.subset_indices(",".join(names))) for part, names in table.items()}
+        return Anchors(**parts)
+    except (TypeError, KitError) as exc:
+        raise DataError(
+            f"identity_anchors: {exc}",
+            path=comp.root / "competition.toml",
+            hint="name left_eye, right_eye and optionally nose and mouth, as lists of keypoints",
+        ) from exc
+
+
+def fold_groups(
+    data: KeypointData, group_by: str = DEFAULT_GROUP_BY, anchors: Anchors | None = None
+) -> np.ndarray:
+    """(N,) labels 0..G-1 joining duplicate images, rows of one source group and, with
+    ``group_by="identity"``, faces of one person."""
+    labels = [duplicates.find_duplicates(data.images).labels, data.groups]
+    if group_by == "identity":
+        labels.append(identity.identity_groups(data.images, data.keypoints, anchors))
+    edges = [duplicates.labels_to_edges(lab) for lab in labels]
+    a = np.concatenate([e[0] for e in edges])
+    b = np.concatenate([e[1] for e in edges])
+    return duplicates.connected_labels(len(data), a, b)
 
 
 def assign_folds(groups: np.ndarray, complete: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -100,9 +136,15 @@ def data_checksum(data: KeypointData) -> str:
     return h.hexdigest()
 
 
-def make_folds(data: KeypointData, k: int, seed: int) -> pd.DataFrame:
+def make_folds(
+    data: KeypointData,
+    k: int,
+    seed: int,
+    group_by: str = DEFAULT_GROUP_BY,
+    anchors: Anchors | None = None,
+) -> pd.DataFrame:
     """The folds frame (id, fold, group) for these train rows."""
-    groups = fold_groups(data)
+    groups = fold_groups(data, group_by, anchors)
     folds = assign_folds(groups, data.complete, k, seed)
     return pd.DataFrame({"id": data.ids, "fold": folds, "group": groups})
 
@@ -111,44 +153,121 @@ def _meta_path(comp: Competition) -> Path:
     return comp.workspace.folds_csv.with_suffix(".json")
 
 
-def _settings(k: int, seed: int, checksum: str) -> dict[str, object]:
-    return {
-        "k": k,
-        "seed": seed,
-        "data_checksum": checksum,
-        "version": FOLDS_VERSION,
+def _settings(k: int, seed: int, group_by: str, checksum: str) -> dict[str, object]:
+    grouping: dict[str, object] = {
         "candidate_bits": duplicates.CANDIDATE_BITS,
         "min_correlation": duplicates.MIN_CORRELATION,
     }
+    if group_by == "identity":
+        grouping["identity"] = dataclasses.asdict(identity.IdentitySettings())
+    return {
+        "k": k,
+        "seed": seed,
+        "group_by": group_by,
+        "data_checksum": checksum,
+        "version": FOLDS_VERSION,
+        **grouping,
+    }
 
 
-def _up_to_date(comp: Competition, settings: dict[str, object]) -> bool:
+def read_folds_meta(comp: Competition) -> dict[str, Any] | None:
+    """folds.json of an intact folds file (its recorded checksum matches), else None."""
     csv, meta = comp.workspace.folds_csv, _meta_path(comp)
     if not (csv.is_file() and meta.is_file()):
-        return False
+        return None
     try:
         stored = read_json(meta)
     except ValueError:
+        return None
+    if not isinstance(stored, dict) or stored.get("folds_sha256") != sha256_file(csv):
+        return None
+    return stored
+
+
+def _keep_existing(
+    stored: dict[str, Any] | None,
+    checksum: str,
+    k: int | None,
+    seed: int | None,
+    group_by: str | None,
+) -> bool:
+    """Keep the file unless the data changed or the caller asked for other settings."""
+    if stored is None or stored.get("data_checksum") != checksum:
         return False
-    same = all(stored.get(key) == value for key, value in settings.items())
-    return same and stored.get("folds_sha256") == sha256_file(csv)
+    wanted = {"k": k, "seed": seed, "group_by": group_by}
+    return all(v is None or stored_setting(stored, name) == v for name, v in wanted.items())
 
 
-def write_folds(comp: Competition, k: int = 5, seed: int = 0) -> FoldsResult:
-    """Build and write folds.csv (+ folds.json); a no-op when inputs and settings are unchanged."""
+def stored_setting(stored: dict[str, Any], name: str) -> Any:
+    """A folds.json setting; files from before grouping by identity grouped duplicates."""
+    return stored.get(name, "duplicates" if name == "group_by" else None)
+
+
+def outdated_reason(stored: dict[str, Any]) -> str | None:
+    group_by = stored_setting(stored, "group_by")
+    if stored.get("version", 1) >= FOLDS_VERSION and group_by in GROUP_BY:
+        return None
+    if group_by != DEFAULT_GROUP_BY:
+        return (
+            f"made by the older grouping ({group_by}: one person's faces may sit in several "
+            f"folds, so CV reads optimistic); `kit folds --force` regroups by {DEFAULT_GROUP_BY}"
+        )
+    return "made by an older kit; `kit folds --force` rebuilds it"
+
+
+def write_folds(
+    comp: Competition,
+    k: int | None = None,
+    seed: int | None = None,
+    group_by: str | None = None,
+    force: bool = False,
+) -> FoldsResult:
+    """Build and write folds.csv (+ folds.json), or keep the existing file: unchanged data and
+    no other k, seed or grouping asked for (None: the file's own, else the defaults)."""
+    if group_by is not None and group_by not in GROUP_BY:
+        raise DataError(f"--group-by {group_by}: unknown", hint=f"use {' or '.join(GROUP_BY)}")
     data = KeypointData.load(comp.workspace.train_npz)
-    settings = _settings(k, seed, data_checksum(data))
+    checksum = data_checksum(data)
+    stored = read_folds_meta(comp)
     path = comp.workspace.folds_csv
-    written = not _up_to_date(comp, settings)
-    if written:
-        frame = make_folds(data, k, seed)
-        write_text(path, frame.to_csv(index=False))
-        write_json(_meta_path(comp), {**settings, "folds_sha256": sha256_file(path)})
-    else:
+    if not force and _keep_existing(stored, checksum, k, seed, group_by):
+        assert stored is not None
         frame = pd.read_csv(path, dtype={"id": str})
         frame["id"] = data.ids
+        k, seed = int(stored["k"]), int(stored["seed"])
+        group_by, written, outdated = (
+            stored_setting(stored, "group_by"),
+            False,
+            outdated_reason(stored),
+        )
+    else:
+        k = DEFAULT_K if k is None else k
+        seed = DEFAULT_SEED if seed is None else seed
+        group_by = group_by or DEFAULT_GROUP_BY
+        frame = make_folds(data, k, seed, group_by, comp_anchors(comp))
+        write_text(path, frame.to_csv(index=False))
+        settings = _settings(k, seed, group_by, checksum)
+        write_json(_meta_path(comp), {**settings, "folds_sha256": sha256_file(path)})
+        written, outdated = True, None
     table = fold_table(frame["fold"].to_numpy(), frame["group"].to_numpy(), data.complete)
-    return FoldsResult(path=path, folds=frame, table=table, written=written, k=k, seed=seed)
+    return FoldsResult(path, frame, table, written, k, seed, group_by, outdated)
+
+
+def runs_on_other_folds(comp: Competition) -> list[str]:
+    """Finished runs of `comp` trained on another folds file than the current one (they will
+    not be stacked with runs on this one)."""
+    stored = read_folds_meta(comp)
+    if stored is None:
+        return []
+    others = []
+    for manifest_path in sorted(comp.workspace.runs.glob("*/manifest.json")):
+        try:
+            run = RunManifest.load(manifest_path)
+        except DataError:
+            continue
+        if run.folds.get("sha256") != stored["folds_sha256"]:
+            others.append(run.run_id)
+    return others
 
 
 def load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
