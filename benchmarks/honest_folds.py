@@ -22,48 +22,23 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ (sim.py)
+
+from sim import SIM, public_score, start_simulator
+
 SLUG = "facial-keypoints-detection"
 ROOT = Path(__file__).resolve().parents[1]
-SIM = ROOT.parent / "shared" / "kaggle-sim" / "server.py"
 # What each variant changes from the family's defaults (patience 0 in both: same epochs).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "best": {"lenet": {"keep": "best", "schedule": "none"}, "resnet": {"keep": "best"}},
     "last": {"lenet": {"keep": "last"}, "resnet": {"keep": "last"}},
 }
-
-
-def start_simulator(port: int, state: Path) -> subprocess.Popen:
-    command = [sys.executable, str(SIM), "--port", str(port), "--state", str(state)]
-    command += ["--daily-limit", "1000", "--scoring-delay", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    os.environ.update(
-        KAGGLE_API_ENVIRONMENT="LOCALHOST",
-        HTTP_PROXY=f"http://127.0.0.1:{port}",
-        NO_PROXY="",
-        KAGGLE_USERNAME="honest-folds",
-        KAGGLE_KEY="anything",
-    )
-    return proc
-
-
-def public_score(csv: Path, message: str) -> float:
-    from kit import kaggle
-
-    ref = kaggle.submit(SLUG, csv, message)
-    for _ in range(60):
-        row = next((r for r in kaggle.list_submissions(SLUG) if r["ref"] == ref), None)
-        if row and row["public_score"]:
-            return float(row["public_score"])
-        time.sleep(1)
-    raise RuntimeError(f"submission {ref} was not scored")
 
 
 def epoch_optimism(run_path: Path) -> dict[str, float]:
@@ -118,7 +93,7 @@ def run_grouping(
             run = train_run(comp, family, overrides, epochs=epochs, pictures=False)
             seconds = time.perf_counter() - t0
             sub = make_submission(comp, run.path, eight_source="none", dry_run=True)
-            public = public_score(sub.path, f"{family} {group_by} {variant}")
+            public = public_score(SLUG, sub.path, f"{family} {group_by} {variant}")
             row = {
                 "folds": group_by,
                 "family": family,

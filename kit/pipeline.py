@@ -29,13 +29,16 @@ from kit.competition import Competition
 from kit.data.folds import DEFAULT_K, FoldsResult, read_folds_meta, write_folds
 from kit.errors import KitError
 from kit.fetch import FetchResult, fetch
+from kit.planning import Plan
+from kit.planning.stage import make_plan, save_plan, train_plan
 from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
 from kit.submit import SubmissionResult, make_submission
 from kit.training.runs import RunResult
 from kit.workspace import read_json
 
-STAGES = ("fetch", "folds", "tune", "stack", "submit")
+STAGES = ("fetch", "plan", "folds", "tune", "stack", "submit")
+FOLDS_ALLOWANCE = 10.0  # seconds the folds stage may take after planning (identity grouping)
 # On a CPU: lenet (fast) and, from 30 minutes on, sp (the seed's Model 1: its 15488 x 500
 # dense layer makes a fold ~6x slower than lenet's at 96 px, measured on this project's VM).
 CPU_FAMILIES = ("lenet", "sp")
@@ -63,6 +66,8 @@ class PipelineResult:
     submission: SubmissionResult
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    run_plan: Plan | None = None  # the planner's plan (None: fixed epochs, searched)
+    plan_outcome: list[dict[str, Any]] = field(default_factory=list)  # planned vs happened
 
     @property
     def seconds(self) -> float:
@@ -327,9 +332,7 @@ def run_pipeline(
 
     with _stage("fetch", on_event, seconds):
         fetched = fetch_stage(comp, source, on_event)
-    with _stage("folds", on_event, seconds):
-        made = folds_stage(comp, folds, on_event)
-    k = made.k
+    stored = read_folds_meta(comp)
     plan = plan_budget(
         comp,
         budget_seconds,
@@ -339,14 +342,36 @@ def run_pipeline(
         device=device,
         upload=upload,
     )
+    deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
+    run_plan = None
+    with _stage("plan", on_event, seconds):
+        if epochs is None:  # the planner decides what to train (kit run's default)
+            left = deadline - time.monotonic() - FOLDS_ALLOWANCE
+            run_plan = make_plan(
+                comp, left, device=device, families=families,
+                folds=folds or (int(stored["k"]) if stored else None), on_event=on_event,
+            )  # fmt: skip
+    with _stage("folds", on_event, seconds):
+        made = folds_stage(comp, folds or (run_plan.folds if run_plan else None), on_event)
+    k = made.k
+    outcome: list[dict[str, Any]] = []
     with _stage("tune", on_event, seconds):
-        deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
-        runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
+        if run_plan is not None:
+            runs, outcome = train_plan(comp, run_plan, deadline, device=device, on_event=on_event)
+            save_plan(comp, run_plan, outcome, budget_seconds)
+            trials, notes = (
+                pd.DataFrame(),
+                [f"{r['name']}: {r['note']}" for r in outcome if r["note"]],
+            )
+            notes += [f"not planned: {name}: {why}" for name, why in run_plan.skipped]
+        else:  # fixed epochs: search the families, then train the best trials on all folds
+            runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
     if made.outdated:
         notes.insert(0, f"the folds file was {made.outdated}")
     with _stage("stack", on_event, seconds):
         stacked = stack(
             comp,
+            runs if run_plan is not None else None,
             per_family=best_n,
             features=stack_features,
             on_event=on_event,
@@ -371,6 +396,8 @@ def run_pipeline(
         submission=submission,
         stage_seconds=seconds,
         notes=notes,
+        run_plan=run_plan,
+        plan_outcome=outcome,
     )
 
 

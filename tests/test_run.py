@@ -27,6 +27,8 @@ from kit.pipeline import (
     search_round_robin,
     stack_seconds_estimate,
 )
+from kit.planning import PortfolioEntry
+from kit.planning import stage as planning_stage
 from kit.workspace import SUBMISSIONS_ENV
 
 TINY_DEMO = ("--budget", "5s", "--train-rows", "48", "--test-rows", "9", "--size", "32")
@@ -217,3 +219,27 @@ def test_kit_run_without_a_competition_is_the_demo(cli) -> None:
     assert refused.code == 1 and "the demo needs no --upload" in refused.err
     unknown = cli("run", "no-such-competition")
     assert unknown.code == 1 and "unknown competition 'no-such-competition'" in unknown.err
+
+
+def test_kit_run_without_epochs_follows_the_planner(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, submissions: Path
+) -> None:
+    """No --epochs: kit run measures the portfolio, prints the plan, trains what was planned,
+    stacks those runs and prints the plan beside what happened (also in plan.json)."""
+    comp = tiny_competition(tmp_path, monkeypatch)
+    tiny = [
+        PortfolioEntry("lenet-tiny", "lenet", {"batch_size": 16}, min_epochs=1, max_epochs=1),
+        PortfolioEntry("sp-tiny", "sp", {"hidden": 16, "batch_size": 16}, 1, 1),
+    ]
+    monkeypatch.setattr(planning_stage, "load_portfolio", lambda: tiny)
+    result = cli("run", TINY_NAME, "--budget", "10m")
+    assert result.code == 0, result.err
+    plan = json.loads((comp.workspace.root / "plan.json").read_text())
+    assert [r["name"] for r in plan["outcome"][:2]] == ["lenet-tiny", "sp-tiny"]
+    assert all(r["run_id"] and r["cv"] > 0 and r["epochs"] == 1 for r in plan["outcome"])
+    assert plan["estimated_seconds"] <= plan["seconds_for_runs"]
+    text = " ".join(result.out.split())
+    assert "Plan: " in " ".join(result.err.split()) and "actual s" in text
+    (csv_path,) = (submissions / TINY_NAME).glob("*.csv")
+    manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    assert set(manifest["runs"]) <= {r["run_id"] for r in plan["outcome"]}

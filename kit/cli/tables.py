@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kit.pipeline import PipelineResult
+    from kit.planning import Plan
     from kit.progress import Event
     from kit.stack import StackResult
     from kit.submit import SubmissionResult
@@ -139,6 +140,33 @@ def submission_summary(result: SubmissionResult) -> str:
     return "\n".join(lines)
 
 
+def plan_table(plan: Plan, outcome: list[dict] | None = None) -> Table:
+    """The planner's runs (model, config, epochs, estimated seconds), and with `outcome` what
+    each actually took and scored."""
+    title = f"Plan: {len(plan.runs)} runs on {plan.folds} folds, about " + (
+        f"{plan.estimated_seconds:.0f} s of {plan.seconds:.0f} s"
+    )
+    table = Table(title=title, title_justify="left")
+    for name in ("model", "config", "epochs", "seed", "est. s"):
+        table.add_column(name, justify="right" if name in ("epochs", "seed", "est. s") else "left")
+    if outcome is not None:
+        for name in ("actual s", "CV", "note"):
+            table.add_column(name, justify="left" if name == "note" else "right")
+    rows = outcome if outcome is not None else [r.describe() for r in plan.runs]
+    for row in rows:
+        config = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
+        cells = [row["name"], config, str(row["epochs"]), str(row["seed"])]
+        cells.append(f"{row['estimated_seconds']:.0f}")
+        if outcome is not None:
+            cv = "-" if row["cv"] is None else f"{row['cv']:.4f}"
+            cells += [f"{row['actual_seconds']:.0f}", cv, row["note"]]
+        table.add_row(*cells)
+    if plan.skipped:
+        table.caption = "not planned: " + "; ".join(f"{n} ({why})" for n, why in plan.skipped)
+        table.caption_justify = "left"
+    return table
+
+
 class PipelineView:
     """One live table across the stages: state, time, and what the running stage is doing."""
 
@@ -196,11 +224,15 @@ class PipelineView:
             self.took[stage] = time.monotonic() - self.begun.get(stage, time.monotonic())
         elif event.text:
             self.detail[stage] = event.text
+        if stage == "plan" and event.what == "planned":
+            self.live.console.print(plan_table(event.detail))
         self.live.update(self.render())
 
 
 def print_pipeline_result(result: PipelineResult) -> None:
     """The stack table, the stack and submission summaries, notes, and the time per stage."""
+    if result.run_plan is not None:
+        console.print(plan_table(result.run_plan, result.plan_outcome))
     console.print(stack_table(result.stack))
     console.print(stack_summary(result.stack))
     console.print(submission_summary(result.submission))

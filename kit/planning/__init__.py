@@ -1,0 +1,30 @@
+"""`kit run`'s planner: a portfolio of pre-tuned configurations (kit/models/portfolio.toml),
+their costs measured on this device (`calibrate.measure`), and the runs that fit a budget
+(`plan_runs`, a plain algorithm on those costs).
+
+The algorithm and the portfolio load without torch; `measure` needs it.
+"""
+
+from kit.planning.planner import (
+    FOLD_CHOICES,
+    MIN_MODELS,
+    Candidate,
+    Plan,
+    PlannedRun,
+    plan_runs,
+    restrict,
+)
+from kit.planning.portfolio import PORTFOLIO_FILE, PortfolioEntry, load_portfolio
+
+__all__ = [
+    "FOLD_CHOICES",
+    "MIN_MODELS",
+    "PORTFOLIO_FILE",
+    "Candidate",
+    "Plan",
+    "PlannedRun",
+    "PortfolioEntry",
+    "load_portfolio",
+    "plan_runs",
+    "restrict",
+]

@@ -1,0 +1,64 @@
+"""Measured costs: a few timed training steps and a timed prediction per configuration, on this
+device, at the competition's input size and row count (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.planning.planner import Candidate
+from kit.planning.portfolio import PortfolioEntry
+from kit.training.config import resolve_config
+from kit.training.device import DeviceData
+from kit.training.loop import Trainer
+from kit.training.predict import predict_rows
+
+CALIBRATION_STEPS = 3
+PROBE_ROWS = 256  # faces predicted to time the forward pass
+FOLD_SETUP_SECONDS = 2.0  # per fold: model build, checkpoint and fold files
+
+
+def measure(
+    comp: Competition,
+    entry: PortfolioEntry,
+    train: KeypointData,
+    test_rows: int,
+    device: torch.device,
+    folds: int = 5,
+    device_data: DeviceData | None = None,
+) -> Candidate:
+    """`entry` with its seconds per epoch (training + validation of one fold) and per fold
+    (set-up, OOF and test predictions, twice with flip TTA)."""
+    config = resolve_config(entry.family, entry.overrides)
+    n = len(train)
+    val_rows = max(1, n // folds)
+    train_rows = n - val_rows
+    keypoints = tuple(range(comp.num_keypoints))
+    trainer = Trainer.create(comp, config, keypoints, train_rows, device, seed=0)
+    data = device_data or DeviceData.from_arrays(train.images, train.keypoints, device)
+    batch = torch.arange(min(trainer.batch_size, n), device=device)
+    images, points = data.images[batch], data.keypoints[batch]
+    trainer.step(images, points)  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(CALIBRATION_STEPS):
+        float(trainer.step(images, points))
+    step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
+    probe = np.arange(min(PROBE_ROWS, n))
+    started = time.perf_counter()
+    predict_rows(trainer.model, data.images, probe, device)
+    _sync(device)
+    rate = len(probe) / (time.perf_counter() - started)
+    epoch_s = max(1, train_rows // trainer.batch_size) * step_s + val_rows / rate
+    passes = 2 if config.train["tta"] else 1
+    fold_s = FOLD_SETUP_SECONDS + passes * (val_rows + test_rows) / rate
+    return Candidate(entry, epoch_seconds=epoch_s, fold_seconds=fold_s)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

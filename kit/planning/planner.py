@@ -1,0 +1,154 @@
+"""The planner: which portfolio configurations, how many epochs, seeds and folds fit a budget.
+
+A plain algorithm on measured costs (no files, no clock): `plan_runs(candidates, seconds)`.
+Rules, in order:
+1. a configuration is scheduled only at or above its `min_epochs` (below them it does not beat
+   the mean shape clearly), whatever its family;
+2. take configurations best first while each fits at its minimum; if fewer than `MIN_MODELS`
+   fit at the first fold count, try the next (fewer folds) and keep the plan with more models;
+3. spread the time left one epoch at a time over the chosen runs, best first, up to each one's
+   `max_epochs`;
+4. time still left buys another seed of the best configurations (a new run each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kit.planning.portfolio import PortfolioEntry
+
+MIN_MODELS = 3  # a stack needs several diverse base models
+FOLD_CHOICES = (5, 3)
+SAFETY = 1.1  # estimates are padded: a budget is a promise
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A portfolio entry with its measured costs on this device and data."""
+
+    entry: PortfolioEntry
+    epoch_seconds: float  # one fold: one epoch of training plus its validation
+    fold_seconds: float  # one fold's fixed cost: model set-up, OOF and test predictions
+
+    def cost(self, epochs: int, folds: int) -> float:
+        return SAFETY * folds * (epochs * self.epoch_seconds + self.fold_seconds)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    family: str
+    overrides: dict
+    epochs: int
+    seed: int
+    seconds: float  # estimated, all folds
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "overrides": self.overrides,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "estimated_seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    folds: int
+    seconds: float  # the time the runs may take
+    runs: tuple[PlannedRun, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (name, why)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def estimated_seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
+
+    def describe(self) -> dict:
+        return {
+            "folds": self.folds,
+            "seconds_for_runs": round(self.seconds, 1),
+            "estimated_seconds": round(self.estimated_seconds, 1),
+            "runs": [r.describe() for r in self.runs],
+            "skipped": [{"name": n, "why": w} for n, w in self.skipped],
+        }
+
+
+def plan_runs(
+    candidates: list[Candidate],
+    seconds: float,
+    fold_choices: tuple[int, ...] = FOLD_CHOICES,
+    max_seeds: int = 2,
+) -> Plan:
+    """The runs that fit `seconds` (see the module's rules). `candidates` best first."""
+    best: Plan | None = None
+    for folds in fold_choices:
+        plan = _plan_at(candidates, seconds, folds, max_seeds)
+        if best is None or len(plan.runs) > len(best.runs):
+            best = plan
+        if len(plan.runs) >= MIN_MODELS:
+            break
+    assert best is not None
+    return best
+
+
+def _plan_at(candidates: list[Candidate], seconds: float, folds: int, max_seeds: int) -> Plan:
+    chosen: list[tuple[Candidate, int]] = []
+    skipped: list[tuple[str, str]] = []
+    left = seconds
+    for c in candidates:
+        need = c.cost(c.entry.min_epochs, folds)
+        if need <= left:
+            chosen.append((c, c.entry.min_epochs))
+            left -= need
+        else:
+            why = f"its {c.entry.min_epochs} minimum epochs on {folds} folds take {need:.0f} s"
+            skipped.append((c.entry.name, f"{why}; {left:.0f} s were left"))
+    chosen, left = _widen(chosen, left, folds)
+    runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
+    runs += _extra_seeds(chosen, left, folds, max_seeds)
+    return Plan(folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped))
+
+
+def _widen(
+    chosen: list[tuple[Candidate, int]], left: float, folds: int
+) -> tuple[list[tuple[Candidate, int]], float]:
+    """One more epoch at a time, best first, while it fits and stays under max_epochs."""
+    epochs = [e for _, e in chosen]
+    grew = True
+    while grew:
+        grew = False
+        for i, (c, _) in enumerate(chosen):
+            step = c.cost(epochs[i] + 1, folds) - c.cost(epochs[i], folds)
+            if epochs[i] < c.entry.max_epochs and step <= left:
+                epochs[i] += 1
+                left -= step
+                grew = True
+    return [(c, e) for (c, _), e in zip(chosen, epochs, strict=True)], left
+
+
+def _extra_seeds(
+    chosen: list[tuple[Candidate, int]], left: float, folds: int, max_seeds: int
+) -> list[PlannedRun]:
+    extra = []
+    for seed in range(1, max_seeds):
+        for c, epochs in chosen:
+            need = c.cost(epochs, folds)
+            if need <= left:
+                extra.append(_run(c, epochs, seed, folds))
+                left -= need
+    return extra
+
+
+def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
+    name = c.entry.name if seed == 0 else f"{c.entry.name}-seed{seed}"
+    return PlannedRun(
+        name, c.entry.family, dict(c.entry.overrides), epochs, seed, c.cost(epochs, folds)
+    )
+
+
+def restrict(candidates: list[Candidate], families: list[str]) -> list[Candidate]:
+    """Only the candidates of `families` (the user's --families)."""
+    return [c for c in candidates if c.entry.family in families]

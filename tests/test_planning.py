@@ -1,0 +1,117 @@
+"""kit run's planner: the portfolio, measured costs, and plans that keep the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kit.models import list_models
+from kit.planning import MIN_MODELS, Candidate, PortfolioEntry, load_portfolio, plan_runs
+from kit.planning import stage as planning_stage
+from kit.planning.planner import SAFETY
+
+
+def candidate(name: str, epoch_s: float, min_epochs: int, max_epochs: int = 30) -> Candidate:
+    entry = PortfolioEntry(name, "lenet", {}, min_epochs=min_epochs, max_epochs=max_epochs)
+    return Candidate(entry, epoch_seconds=epoch_s, fold_seconds=5.0)
+
+
+PORTFOLIO = [
+    candidate("heatmap", 10.0, 6),
+    candidate("resnet", 8.0, 4),
+    candidate("lenet", 2.0, 10),
+    candidate("sp", 18.0, 30),
+]
+
+
+@pytest.mark.parametrize("seconds", [60, 300, 900, 1800, 3600, 7200])
+def test_a_plan_fits_its_time_and_every_run_reaches_its_minimum(seconds: float) -> None:
+    plan = plan_runs(PORTFOLIO, seconds)
+    assert plan.estimated_seconds <= seconds
+    for run in plan.runs:
+        entry = next(c.entry for c in PORTFOLIO if c.entry.name in run.name)
+        assert entry.min_epochs <= run.epochs <= entry.max_epochs
+    planned = {r.name for r in plan.runs}
+    for name, why in plan.skipped:
+        assert name not in planned and "minimum epochs" in why
+
+
+def test_a_config_that_cannot_reach_its_minimum_is_never_run() -> None:
+    # sp's 30 minimum epochs at 18 s on 5 folds take 2700 s x SAFETY: not within 30 minutes.
+    plan = plan_runs(PORTFOLIO, 1800)
+    assert "sp" not in {r.family if r.name == "sp" else r.name for r in plan.runs}
+    assert [name for name, _ in plan.skipped] == ["sp"]
+    nothing = plan_runs(PORTFOLIO, 30)  # too little for anything
+    assert nothing.runs == () and len(nothing.skipped) == len(PORTFOLIO)
+
+
+def test_thirty_minutes_buy_at_least_three_models_and_fewer_folds_when_needed() -> None:
+    plan = plan_runs(PORTFOLIO, 1800)
+    assert len({r.name for r in plan.runs}) >= MIN_MODELS and plan.folds == 5
+    # Costs at which only two fit on 5 folds, but three on 3 folds: the planner takes 3 folds.
+    slow = [candidate("a", 30.0, 6), candidate("b", 30.0, 6), candidate("c", 30.0, 6)]
+    five = 5 * SAFETY * (6 * 30 + 5)
+    plan = plan_runs(slow, 2.5 * five)
+    assert plan.folds == 3 and len(plan.runs) == 3
+
+
+def test_time_left_widens_epochs_to_the_maximum_then_buys_seeds() -> None:
+    small = [candidate("a", 1.0, 2, max_epochs=4), candidate("b", 1.0, 2, max_epochs=3)]
+    plan = plan_runs(small, 1000, fold_choices=(5,))
+    assert [(r.name, r.epochs, r.seed) for r in plan.runs] == [
+        ("a", 4, 0), ("b", 3, 0), ("a-seed1", 4, 1), ("b-seed1", 3, 1),
+    ]  # fmt: skip
+
+
+def test_the_shipped_portfolio_names_real_families_and_its_evidence() -> None:
+    entries = load_portfolio()
+    assert len(entries) >= 3
+    for entry in entries:
+        assert entry.family in list_models() and entry.evidence
+        assert 1 <= entry.min_epochs <= entry.max_epochs
+    on_cpu = [e.family for e in entries if e.runs_on("cpu")]
+    assert len(set(on_cpu)) >= 3 and "sp" not in on_cpu  # sp cannot beat the mean shape there
+
+
+def test_train_plan_skips_what_no_longer_fits_the_deadline(monkeypatch) -> None:
+    now = [0.0]
+    trained = []
+
+    class FakeRun:
+        def __init__(self, family: str, epochs: int):
+            self.run_id, self.cv_score = f"{family}-{epochs}", 2.0
+
+    def fake_train_run(comp, family, overrides, *, epochs, device):
+        trained.append((family, epochs, overrides["seed"]))
+        now[0] += 100.0  # every run takes 100 s
+        return FakeRun(family, epochs)
+
+    monkeypatch.setattr(planning_stage, "train_run", fake_train_run)
+    plan = plan_runs(
+        [candidate("a", 8.0, 2, 4), candidate("b", 8.0, 2, 4)], 10_000, fold_choices=(3,)
+    )
+    runs, outcome = planning_stage.train_plan(
+        None, plan, deadline=150.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0]
+    )
+    assert len(runs) == 1 and trained == [("lenet", 4, 0)]
+    assert [row["note"].startswith("skipped") for row in outcome] == [False, True, True, True]
+    assert outcome[0]["actual_seconds"] == 100.0 and outcome[0]["cv"] == 2.0
+
+
+def test_measure_times_a_configuration_in_seconds() -> None:
+    import dataclasses
+
+    import torch
+
+    from kit.competition import load_competition
+    from kit.data.arrays import KeypointData
+    from kit.data.synthetic import fkd15_from_68, make_faces
+    from kit.planning.calibrate import measure
+
+    comp = dataclasses.replace(load_competition("facial-keypoints"), input_size=32)
+    images, points = make_faces(80, 32, seed=1)
+    data = KeypointData.whole_images(images, fkd15_from_68(points), np.arange(80))
+    lenet = next(e for e in load_portfolio() if e.family == "lenet")
+    measured = measure(comp, lenet, data, test_rows=20, device=torch.device("cpu"))
+    assert 0 < measured.epoch_seconds < 30 and measured.fold_seconds > 0
+    assert measured.cost(10, 5) > measured.cost(5, 5) > measured.cost(5, 3)
