@@ -5,8 +5,9 @@ For each folds grouping it fetches the proxy into its own work folder, writes 5 
 and trains each family with the same config and epochs:
 
 - ``best``: the old default (the weights of the best validation epoch, no early stopping here,
-  so both variants train the same epochs; lenet with the seeds' constant learning rate);
-- ``last``: the new default (the last epoch's weights; lenet with a cosine schedule).
+  so every variant trains the same epochs; lenet at the seeds' constant learning rate);
+- ``last``: the new default (the last epoch's weights, the same schedules);
+- ``last-cosine``: lenet's last epoch under a cosine schedule (tried as the default, rejected).
 
 Each run's submission is uploaded to ../shared/kaggle-sim (public half of the hidden answers).
 From each run's per-epoch validation history it also reports the pooled fold RMSE at the best
@@ -37,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each variant changes from the family's defaults (patience 0 in both: same epochs).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "best": {"lenet": {"keep": "best", "schedule": "none"}, "resnet": {"keep": "best"}},
-    "last": {"lenet": {"keep": "last"}, "resnet": {"keep": "last"}},
+    "last": {"lenet": {"keep": "last", "schedule": "none"}, "resnet": {"keep": "last"}},
+    "last-cosine": {"lenet": {"keep": "last", "schedule": "cosine"}},
 }
 
 
@@ -53,6 +55,50 @@ def epoch_optimism(run_path: Path) -> dict[str, float]:
         sse_last += coords * scores[-1] ** 2
         count += coords
     return {"best_epoch": math.sqrt(sse_best / count), "last_epoch": math.sqrt(sse_last / count)}
+
+
+def single_model_publics(comp: Any, run_path: Path) -> list[float]:
+    """Public score of each fold's model alone (its own test predictions, not the k-model mean
+    that a run submits): the like-for-like partner of CV, which scores single models too."""
+    import numpy as np
+
+    from kit.data.arrays import KeypointData
+
+    test = KeypointData.load(comp.workspace.test_npz)
+    scores = []
+    for fold_file in sorted(run_path.glob("fold-*.npz")):
+        with np.load(fold_file) as z:
+            predictions = z["test"].astype(np.float64)
+        csv = run_path / f"single-{fold_file.stem}.csv"
+        comp.plugin.write_submission(csv, comp, comp.workspace.raw, test, predictions, None)
+        scores.append(public_score(SLUG, csv, f"{run_path.name} {fold_file.stem} alone"))
+    return scores
+
+
+def rescore_singles(work: Path) -> list[dict[str, Any]]:
+    """Single-model public scores of every run under an earlier benchmark's work folder."""
+    from kit.competition import load_competition
+    from kit.manifests import RunManifest
+
+    rows = []
+    for work_dir in sorted(work.glob("work-*")):
+        os.environ["KIT_WORK"] = str(work_dir)
+        comp = load_competition("facial-keypoints")
+        for manifest_path in sorted(comp.workspace.runs.glob("*/manifest.json")):
+            run = RunManifest.load(manifest_path)
+            singles = single_model_publics(comp, manifest_path.parent)
+            row = {
+                "folds": work_dir.name.removeprefix("work-"),
+                "run": run.run_id,
+                "keep": run.config["train"]["keep"],
+                "cv": run.cv["overall"],
+                "fold_scores": [s["overall"] for s in run.fold_scores.values()],
+                "single_publics": singles,
+                "single_public_mean": sum(singles) / len(singles),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
 
 
 def group_sizes(folds: Any) -> dict[str, Any]:
@@ -88,6 +134,8 @@ def run_grouping(
         if group_by == "duplicates" and variant == "last":
             continue  # the old folds are measured with the old default only
         for family, epochs in families.items():
+            if family not in VARIANTS[variant]:
+                continue
             overrides = {"patience": 0, **VARIANTS[variant][family]}
             t0 = time.perf_counter()
             run = train_run(comp, family, overrides, epochs=epochs, pictures=False)
@@ -134,12 +182,22 @@ def main() -> None:
     parser.add_argument("--variants", default="best,last")
     parser.add_argument("--port", type=int, default=8781)
     parser.add_argument("--out", type=Path, default=Path("honest_folds.json"))
+    parser.add_argument(
+        "--singles-from", type=Path, help="an earlier run's work folder: score each fold's model"
+    )
     args = parser.parse_args()
     proxy = args.data / "fkd-proxy"
     if not proxy.is_dir() or not SIM.is_file():
         print(f"skipped: {proxy} or {SIM} is missing")
         return
     families = {k: int(v) for k, v in (p.split("=") for p in args.epochs.split(","))}
+    if args.singles_from:
+        sim = start_simulator(args.port, args.singles_from / "sim-singles")
+        try:
+            args.out.write_text(json.dumps(rescore_singles(args.singles_from), indent=2))
+        finally:
+            sim.terminate()
+        return
     work = Path(tempfile.mkdtemp(prefix="honest-folds-"))
     sim = start_simulator(args.port, work / "sim")
     rows: list[dict[str, Any]] = []
