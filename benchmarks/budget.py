@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
+from kit.planning.calibrate import PROBE_ROWS, time_steps
 from kit.training.config import resolve_config
 from kit.training.device import DeviceData
 from kit.training.loop import Trainer
-from kit.training.predict import predict_rows
-
-CALIBRATION_STEPS = 3
-PROBE_ROWS = 256  # faces predicted to time the forward pass
 
 
 def calibrate(
@@ -34,17 +30,9 @@ def calibrate(
     keypoints = tuple(range(comp.num_keypoints))
     trainer = Trainer.create(comp, config, keypoints, len(train_rows), device, seed=0)
     device_data = DeviceData.from_arrays(data.images, data.keypoints, device)
-    batch = torch.from_numpy(train_rows[: trainer.batch_size])
-    images, points = device_data.images[batch], device_data.keypoints[batch]
-    trainer.step(images, points)  # warm-up
-    started = time.perf_counter()
-    for _ in range(CALIBRATION_STEPS):
-        float(trainer.step(images, points))
-    step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
-    probe = val_rows[:PROBE_ROWS]
-    started = time.perf_counter()
-    predict_rows(trainer.model, device_data.images, probe, device)
-    rate = len(probe) / (time.perf_counter() - started)
+    step_s, rate = time_steps(
+        trainer, device_data, train_rows[: trainer.batch_size], val_rows[:PROBE_ROWS], device
+    )
     epoch_s = len(train_rows) // trainer.batch_size * step_s + len(val_rows) / rate
     return epoch_s, rate
 

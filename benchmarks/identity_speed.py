@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,20 +28,10 @@ sys.path.insert(0, str(REPO))  # run as a script from a checkout without `pip in
 from kit.data import identity  # noqa: E402
 from kit.data.identity import FKD15_ANCHORS, IdentitySettings  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
+from identity_calibration import load_fkd_proxy  # noqa: E402  (one loader for both)
+
 REAL_ROWS = 7049
-
-
-def load_fkd_proxy(source: Path) -> tuple[np.ndarray, np.ndarray]:
-    with tempfile.TemporaryDirectory() as work:
-        os.environ["KIT_WORK"] = work
-        from kit.competition import load_competition
-        from kit.data.arrays import KeypointData
-        from kit.fetch import fetch
-
-        comp = load_competition("facial-keypoints")
-        fetch(comp, source)
-        train = KeypointData.load(comp.workspace.train_npz)
-    return train.images, train.keypoints
 
 
 def jitter(

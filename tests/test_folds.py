@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,14 @@ import pytest
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.duplicates import find_duplicates
-from kit.data.folds import FOLDS_VERSION, load_folds, make_folds, runs_on_other_folds, write_folds
+from kit.data.folds import (
+    FOLDS_VERSION,
+    comp_anchors,
+    load_folds,
+    make_folds,
+    runs_on_other_folds,
+    write_folds,
+)
 from kit.data.identity import pair_precision_recall
 from kit.data.synthetic import fkd15_from_68, make_faces, make_people
 from kit.errors import DataError
@@ -211,3 +219,16 @@ def test_identity_folds_keep_each_person_in_one_fold(fkd: Competition) -> None:
     assert same_person_same_fold >= 0.9  # by duplicates alone it would be about 1/k
     by_duplicates = make_folds(KeypointData.load(fkd.workspace.train_npz), 4, 0, "duplicates")
     assert pair_precision_recall(by_duplicates["fold"].to_numpy(), people).recall < 0.5
+
+
+def test_bad_grouping_and_bad_anchors_fail_in_one_line(fkd: Competition, cli) -> None:
+    folds_data().save(fkd.workspace.train_npz)
+    result = cli("folds", "facial-keypoints", "--group-by", "faces")
+    assert result.code != 0 and "\n" not in result.err.strip()
+    assert "--group-by faces: unknown" in result.err and "identity or duplicates" in result.err
+    wrong = dataclasses.replace(
+        fkd, options={**fkd.options, "identity_anchors": {"left_eye": ["no_such_point"]}}
+    )
+    with pytest.raises(DataError, match=r"competition.toml: identity_anchors: unknown keypoint"):
+        comp_anchors(wrong)
+    assert not fkd.workspace.folds_csv.exists()

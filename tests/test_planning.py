@@ -115,3 +115,18 @@ def test_measure_times_a_configuration_in_seconds() -> None:
     measured = measure(comp, lenet, data, test_rows=20, device=torch.device("cpu"))
     assert 0 < measured.epoch_seconds < 30 and measured.fold_seconds > 0
     assert measured.cost(10, 5) > measured.cost(5, 5) > measured.cost(5, 3)
+
+
+def test_a_broken_portfolio_is_named(tmp_path) -> None:
+    from kit.errors import KitError
+
+    path = tmp_path / "portfolio.toml"
+    path.write_text('[[config]]\nname = "x"\nfamily = "no-such-family"\n')
+    with pytest.raises(KitError, match=r"portfolio.toml: portfolio entry x: unknown family"):
+        load_portfolio(path)
+    path.write_text('[[config]]\nname = "y"\n')  # no family
+    with pytest.raises(KitError, match=r"portfolio entry y: 'family'"):
+        load_portfolio(path)
+    path.write_text("[[config]\n")
+    with pytest.raises(KitError, match="cannot read the portfolio"):
+        load_portfolio(path)

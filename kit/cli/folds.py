@@ -53,8 +53,8 @@ def folds(
     console.print(frame_table(result.table, "Folds", floats="{:.3f}"))
     if result.outdated:
         console.print(f"[yellow]note:[/] these folds were {result.outdated}")
-    stale = runs_on_other_folds(competition)
-    if result.written and stale:
+    stale = runs_on_other_folds(competition) if result.written else []
+    if stale:
         console.print(
             f"[yellow]note:[/] {len(stale)} finished run(s) were trained on other folds; "
             "`kit stack` leaves them out until they are retrained (kit train / kit tune)"

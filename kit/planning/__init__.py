@@ -12,7 +12,6 @@ from kit.planning.planner import (
     Plan,
     PlannedRun,
     plan_runs,
-    restrict,
 )
 from kit.planning.portfolio import PORTFOLIO_FILE, PortfolioEntry, load_portfolio
 
@@ -26,5 +25,4 @@ __all__ = [
     "PortfolioEntry",
     "load_portfolio",
     "plan_runs",
-    "restrict",
 ]

@@ -40,7 +40,24 @@ def measure(
     keypoints = tuple(range(comp.num_keypoints))
     trainer = Trainer.create(comp, config, keypoints, train_rows, device, seed=0)
     data = device_data or DeviceData.from_arrays(train.images, train.keypoints, device)
-    batch = torch.arange(min(trainer.batch_size, n), device=device)
+    rows = np.arange(n)
+    step_s, rate = time_steps(trainer, data, rows[: trainer.batch_size], rows[:PROBE_ROWS], device)
+    epoch_s = max(1, train_rows // trainer.batch_size) * step_s + val_rows / rate
+    passes = 2 if config.train["tta"] else 1
+    fold_s = FOLD_SETUP_SECONDS + passes * (val_rows + test_rows) / rate
+    return Candidate(entry, epoch_seconds=epoch_s, fold_seconds=fold_s)
+
+
+def time_steps(
+    trainer: Trainer,
+    data: DeviceData,
+    batch_rows: np.ndarray,
+    probe_rows: np.ndarray,
+    device: torch.device,
+) -> tuple[float, float]:
+    """(seconds per training step on `batch_rows`, forward images per second on `probe_rows`),
+    after one warm-up step."""
+    batch = torch.from_numpy(batch_rows).to(device)
     images, points = data.images[batch], data.keypoints[batch]
     trainer.step(images, points)  # warm-up
     _sync(device)
@@ -48,15 +65,10 @@ def measure(
     for _ in range(CALIBRATION_STEPS):
         float(trainer.step(images, points))
     step_s = (time.perf_counter() - started) / CALIBRATION_STEPS
-    probe = np.arange(min(PROBE_ROWS, n))
     started = time.perf_counter()
-    predict_rows(trainer.model, data.images, probe, device)
+    predict_rows(trainer.model, data.images, probe_rows, device)
     _sync(device)
-    rate = len(probe) / (time.perf_counter() - started)
-    epoch_s = max(1, train_rows // trainer.batch_size) * step_s + val_rows / rate
-    passes = 2 if config.train["tta"] else 1
-    fold_s = FOLD_SETUP_SECONDS + passes * (val_rows + test_rows) / rate
-    return Candidate(entry, epoch_seconds=epoch_s, fold_seconds=fold_s)
+    return step_s, len(probe_rows) / (time.perf_counter() - started)
 
 
 def _sync(device: torch.device) -> None:

@@ -147,8 +147,3 @@ def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
     return PlannedRun(
         name, c.entry.family, dict(c.entry.overrides), epochs, seed, c.cost(epochs, folds)
     )
-
-
-def restrict(candidates: list[Candidate], families: list[str]) -> list[Candidate]:
-    """Only the candidates of `families` (the user's --families)."""
-    return [c for c in candidates if c.entry.family in families]

@@ -11,10 +11,10 @@ from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import KitError
 from kit.planning.calibrate import measure
-from kit.planning.planner import FOLD_CHOICES, Plan, PlannedRun, plan_runs, restrict
+from kit.planning.planner import FOLD_CHOICES, Plan, PlannedRun, plan_runs
 from kit.planning.portfolio import load_portfolio
 from kit.progress import Event, OnEvent
-from kit.training.device import configure_cpu_threads, resolve_device
+from kit.training.device import DeviceData, configure_cpu_threads, resolve_device
 from kit.training.runs import RunResult, train_run
 from kit.workspace import write_json
 
@@ -43,12 +43,11 @@ def make_plan(
         raise KitError(f"no portfolio configuration of {', '.join(families or [])}")
     train = KeypointData.load(comp.workspace.train_npz)
     test_rows = len(KeypointData.load(comp.workspace.test_npz))
+    data = DeviceData.from_arrays(train.images, train.keypoints, torch_device)  # once for all
     candidates = []
     for i, entry in enumerate(entries):
         on_event(Event("plan", "measure", i, len(entries), f"timing {entry.name}"))
-        candidates.append(measure(comp, entry, train, test_rows, torch_device))
-    if families:
-        candidates = restrict(candidates, families)
+        candidates.append(measure(comp, entry, train, test_rows, torch_device, device_data=data))
     choices = (folds,) if folds else FOLD_CHOICES
     plan = plan_runs(candidates, seconds, fold_choices=choices)
     on_event(
