@@ -108,6 +108,12 @@ class Competition:
     module_file: str = "plugin.py"
     demo: bool = False  # its plug-in draws example data (ExamplePlugin): `kit demo` may use it
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for worker processes without the loaded plug-in module (reloaded there)."""
+        state = dict(self.__dict__)
+        state.pop("plugin", None)
+        return state
+
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoint_names)

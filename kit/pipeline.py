@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from kit.planning.stage import make_plan, save_plan, train_plan
 from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
 from kit.submit import SubmissionResult, make_submission
+from kit.training.device import resolve_device
+from kit.training.parallel import FoldPool, default_workers
 from kit.training.runs import RunResult
 from kit.workspace import read_json
 
@@ -344,28 +346,37 @@ def run_pipeline(
     )
     deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
     run_plan = None
-    with _stage("plan", on_event, seconds):
-        if epochs is None:  # the planner decides what to train (kit run's default)
-            left = deadline - time.monotonic() - FOLDS_ALLOWANCE
-            run_plan = make_plan(
-                comp, left, device=device, families=families,
-                folds=folds or (int(stored["k"]) if stored else None), on_event=on_event,
-            )  # fmt: skip
-    with _stage("folds", on_event, seconds):
-        made = folds_stage(comp, folds or (run_plan.folds if run_plan else None), on_event)
-    k = made.k
     outcome: list[dict[str, Any]] = []
-    with _stage("tune", on_event, seconds):
-        if run_plan is not None:
-            runs, outcome = train_plan(comp, run_plan, deadline, device=device, on_event=on_event)
-            save_plan(comp, run_plan, outcome, budget_seconds)
-            trials, notes = (
-                pd.DataFrame(),
-                [f"{r['name']}: {r['note']}" for r in outcome if r["note"]],
-            )
-            notes += [f"not planned: {name}: {why}" for name, why in run_plan.skipped]
-        else:  # fixed epochs: search the families, then train the best trials on all folds
-            runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
+    with ExitStack() as resources:
+        pool = None
+        if epochs is None and default_workers(resolve_device(device).type) > 1:
+            workers = default_workers("cpu")
+            pool = resources.enter_context(FoldPool(comp, workers, on_event=on_event))
+        with _stage("plan", on_event, seconds):
+            if epochs is None:  # the planner decides what to train (kit run's default)
+                left = deadline_total - plan.submit_reserve - time.monotonic() - FOLDS_ALLOWANCE
+                run_plan = make_plan(
+                    comp, left, device=device, families=families,
+                    folds=folds or (int(stored["k"]) if stored else None), on_event=on_event,
+                    pool=pool,
+                )  # fmt: skip
+                deadline = deadline_total - plan.submit_reserve - run_plan.stack_seconds
+        with _stage("folds", on_event, seconds):
+            made = folds_stage(comp, folds or (run_plan.folds if run_plan else None), on_event)
+        k = made.k
+        with _stage("tune", on_event, seconds):
+            if run_plan is not None:
+                runs, outcome = train_plan(
+                    comp, run_plan, deadline, device=device, on_event=on_event, pool=pool
+                )
+                save_plan(comp, run_plan, outcome, budget_seconds)
+                trials, notes = (
+                    pd.DataFrame(),
+                    [f"{r['name']}: {r['note']}" for r in outcome if r["note"]],
+                )
+                notes += [f"not planned: {name}: {why}" for name, why in run_plan.skipped]
+            else:  # fixed epochs: search the families, then train the best trials on all folds
+                runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
     if made.outdated:
         notes.insert(0, f"the folds file was {made.outdated}")
     with _stage("stack", on_event, seconds):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from kit.competition import load_competition
 from kit.models import list_models
 from kit.planning import MIN_MODELS, Candidate, PortfolioEntry, load_portfolio, plan_runs
 from kit.planning import stage as planning_stage
@@ -130,3 +133,80 @@ def test_a_broken_portfolio_is_named(tmp_path) -> None:
     path.write_text("[[config]\n")
     with pytest.raises(KitError, match="cannot read the portfolio"):
         load_portfolio(path)
+
+
+def test_the_stack_is_reserved_from_its_cost_for_the_plans_models_and_folds() -> None:
+    def stack_cost(models: int, folds: int) -> float:
+        return 40.0 * models * (folds - 1) ** 2 / 16
+
+    for seconds in (600, 1800, 3600):
+        plan = plan_runs(PORTFOLIO, seconds, stack_seconds=stack_cost)
+        assert plan.estimated_seconds + plan.stack_seconds <= seconds
+        assert plan.stack_seconds >= stack_cost(len(plan.runs), plan.folds)
+    free = plan_runs(PORTFOLIO, 1800)
+    reserved = plan_runs(PORTFOLIO, 1800, stack_seconds=stack_cost)
+    assert reserved.estimated_seconds < free.estimated_seconds
+
+
+def test_time_saved_widens_the_next_run_and_a_late_run_is_skipped() -> None:
+    plan = plan_runs([candidate("a", 10.0, 2, max_epochs=8)], 10_000, fold_choices=(3,))
+    run = plan.runs[0].with_epochs(4)
+    same, note = planning_stage._fit_to_time(run, [], run.seconds + 1)
+    assert same.epochs == 4 and note == ""
+    wider, note = planning_stage._fit_to_time(run, [], run.seconds + 3 * SAFETY * 3 * 10.0 + 1)
+    assert wider.epochs == 7 and "3 more epochs" in note and wider.seconds > run.seconds
+    capped, _ = planning_stage._fit_to_time(run, [], 1e6)
+    assert capped.epochs == 8  # max_epochs
+    kept_for_later, _ = planning_stage._fit_to_time(run, [run], 2 * run.seconds + 1)
+    assert kept_for_later.epochs == 4  # the slack belongs to the run still to come
+    skipped, note = planning_stage._fit_to_time(run, [], run.seconds - 1)
+    assert skipped is None and note.startswith("skipped")
+
+
+def test_the_stack_cost_is_measured_and_grows_with_models_and_folds() -> None:
+    from kit.data.arrays import KeypointData
+    from kit.data.synthetic import fkd15_from_68, make_faces
+    from kit.planning.calibrate import measure_stack
+
+    comp = dataclasses.replace(load_competition("facial-keypoints"), input_size=32)
+    images, points = make_faces(300, 32, seed=1)
+    keypoints = fkd15_from_68(points)
+    keypoints[::2, 4:] = np.nan  # FKD-like: half the rows label 4 keypoints
+    data = KeypointData.whole_images(images, keypoints, np.arange(300))
+    cost = measure_stack(comp, data, images[:40], (5, 3))
+    assert cost.coordinate[5] > 0 and cost.fixed >= 0
+    assert cost(3, 5) > cost(3, 3) > 0 and cost(6, 5) > cost(3, 5)
+    assert cost(3, 4) > cost(3, 3)  # an unmeasured fold count is scaled, not zero
+    # Coordinates labelled in half the rows count about half.
+    assert min(cost.label_shares) == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_plan_trains_in_a_pool_of_workers_and_skips_what_misses_the_deadline() -> None:
+    from kit.training.parallel import FoldPool
+    from tests.test_train import write_tiny_competition
+
+    comp = write_tiny_competition()
+    tiny = {"hidden": 16, "batch_size": 16}
+    entry = PortfolioEntry("sp-tiny", "sp", tiny, min_epochs=1, max_epochs=1)
+    other = PortfolioEntry("sp-tiny-2", "sp", {**tiny, "lr": 0.02}, min_epochs=1, max_epochs=1)
+    plan = plan_runs(
+        [Candidate(entry, 0.1, 0.1, workers=2), Candidate(other, 0.1, 0.1, workers=2)],
+        60,
+        fold_choices=(3,),
+        max_seeds=1,
+    )
+    now = [0.0]
+    with FoldPool(comp, 2) as pool:
+        runs, outcome = planning_stage.train_plan(
+            comp, plan, 100.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0],
+            pool=pool,
+        )  # fmt: skip
+        assert [r.manifest.folds["complete"] for r in runs] == [True, True]
+        assert [row["run_id"] for row in outcome] == [r.run_id for r in runs]
+        now[0] = 99.9  # the deadline is near: nothing new starts
+        late = plan_runs([Candidate(entry, 5.0, 1.0, workers=2)], 60, fold_choices=(3,))
+        runs, outcome = planning_stage.train_plan(
+            comp, late, 100.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0],
+            pool=pool,
+        )  # fmt: skip
+    assert runs == [] and outcome[0]["note"].startswith("skipped")

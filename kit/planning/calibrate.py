@@ -4,14 +4,18 @@ device, at the competition's input size and row count (seconds, not minutes)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
-from kit.planning.planner import Candidate
+from kit.planning.planner import SAFETY, Candidate
 from kit.planning.portfolio import PortfolioEntry
+from kit.stack.boosting import StackSettings, stack_coordinate
+from kit.stack.features import FEATURE_SETS, Features, ImagePCA
+from kit.stack.meta import available_workers
 from kit.training.config import resolve_config
 from kit.training.device import DeviceData
 from kit.training.loop import Trainer
@@ -74,3 +78,76 @@ def time_steps(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- the stack's cost
+
+PROBE_MODELS = 3  # base models in the timed stack fit
+
+
+@dataclass(frozen=True)
+class StackCost:
+    """The stack's measured cost: fixed seconds (image features, picking, files) plus, per
+    fold count, the seconds of one coordinate of the most-labelled keypoint, scaled by each
+    coordinate's labelled rows and by the meta-features that more base models add."""
+
+    fixed: float
+    coordinate: dict[int, float]  # folds -> seconds of the probe coordinate at PROBE_MODELS
+    label_shares: tuple[float, ...]  # per coordinate: labelled rows / the probe's
+    columns: tuple[float, float]  # LightGBM design columns = a + b * base models
+    workers: int
+
+    def __call__(self, models: int, folds: int) -> float:
+        per = self.coordinate.get(folds)
+        if per is None:  # not measured: the inner CV grows as (folds - 1) ** 2 fits
+            known = max(self.coordinate)
+            per = self.coordinate[known] * ((folds - 1) / (known - 1)) ** 2
+        a, b = self.columns
+        scale = (a + b * models) / (a + b * PROBE_MODELS)
+        work = per * scale * sum(self.label_shares)
+        return SAFETY * (self.fixed + work / self.workers)
+
+
+def measure_stack(
+    comp: Competition,
+    train: KeypointData,
+    test_images: np.ndarray,
+    fold_choices: tuple[int, ...],
+    features: frozenset[str] = frozenset(FEATURE_SETS),
+    seed: int = 0,
+) -> StackCost:
+    """Time the stack on this data with synthetic base models (the truth with a learnable
+    bias and noise), one coordinate per fold count."""
+    rng = np.random.default_rng(seed)
+    truth = train.keypoints.astype(np.float64)
+    labelled = np.isfinite(truth).all(axis=2).sum(axis=0)  # (K,)
+    probe = int(np.argmax(labelled))
+    started = time.perf_counter()
+    pca = ImagePCA.fit(train.images) if "image" in features else None
+    fill = np.where(np.isfinite(truth), truth, np.nanmean(truth, axis=0))
+    spread = np.nanstd(truth, axis=0) + 1e-6
+    bases = [
+        fill
+        + 0.1 * (m + 1) * spread * np.tanh((fill - fill.mean(0)) / spread)
+        + rng.normal(0, 1.5, fill.shape)
+        for m in range(PROBE_MODELS)
+    ]
+    train_f = Features.build(bases, train.images, pca)
+    test_f = Features.build([b[: len(test_images)] for b in bases], test_images, pca)
+    fixed = time.perf_counter() - started
+    weight = np.ones(len(train))
+    coordinate = {}
+    for folds in fold_choices:
+        fold_of_row = np.arange(len(train)) % folds
+        x, design = train_f.coordinate(list(range(PROBE_MODELS)), probe, 0, features)
+        x_test, design_test = test_f.coordinate(list(range(PROBE_MODELS)), probe, 0, features)
+        started = time.perf_counter()
+        stack_coordinate(
+            x, design, truth[:, probe, 0], weight, fold_of_row, x_test, design_test,
+            metric=comp.metric, settings=StackSettings(features=features),
+        )  # fmt: skip
+        coordinate[folds] = time.perf_counter() - started
+    shares = np.repeat(labelled / max(1, labelled[probe]), 2)
+    two, three = (train_f.coordinate([0] * m, probe, 0, features)[1].shape[1] for m in (2, 3))
+    columns = (float(2 * two - three), float(three - two))
+    return StackCost(fixed, coordinate, tuple(shares.tolist()), columns, available_workers())

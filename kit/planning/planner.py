@@ -1,7 +1,8 @@
 """The planner: which portfolio configurations, how many epochs, seeds and folds fit a budget.
 
 A plain algorithm on measured costs (no files, no clock): `plan_runs(candidates, seconds)`.
-Rules, in order:
+The stack's time is reserved first, from its measured cost for the plan's models and folds
+(`stack_seconds(models, folds)`). Rules, in order:
 1. a configuration is scheduled only at or above its `min_epochs` (below them it does not beat
    the mean shape clearly), whatever its family;
 2. take configurations best first while each fits at its minimum; if fewer than `MIN_MODELS`
@@ -13,7 +14,8 @@ Rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from kit.planning.portfolio import PortfolioEntry
 
@@ -29,9 +31,16 @@ class Candidate:
     entry: PortfolioEntry
     epoch_seconds: float  # one fold: one epoch of training plus its validation
     fold_seconds: float  # one fold's fixed cost: model set-up, OOF and test predictions
+    workers: int = 1  # folds trained at once (the costs above were timed that way)
 
     def cost(self, epochs: int, folds: int) -> float:
-        return SAFETY * folds * (epochs * self.epoch_seconds + self.fold_seconds)
+        return SAFETY * folds * (epochs * self.epoch_seconds + self.fold_seconds) / self.workers
+
+    def epochs_within(self, seconds: float, folds: int) -> int:
+        """The most epochs whose cost fits `seconds` (0 if not even one)."""
+        per_epoch = SAFETY * folds * self.epoch_seconds / self.workers
+        fixed = SAFETY * folds * self.fold_seconds / self.workers
+        return max(0, int((seconds - fixed) // per_epoch)) if per_epoch > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,17 @@ class PlannedRun:
     epochs: int
     seed: int
     seconds: float  # estimated, all folds
+    folds: int = 5
+    candidate: Candidate | None = field(default=None, compare=False, repr=False)
+
+    def with_epochs(self, epochs: int) -> PlannedRun:
+        """The same run at another length (its estimate follows)."""
+        assert self.candidate is not None
+        return replace(self, epochs=epochs, seconds=self.candidate.cost(epochs, self.folds))
+
+    @property
+    def max_epochs(self) -> int:
+        return self.candidate.entry.max_epochs if self.candidate else self.epochs
 
     def describe(self) -> dict:
         return {
@@ -61,6 +81,7 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (name, why)
     notes: tuple[str, ...] = field(default=())
+    stack_seconds: float = 0.0  # reserved for the stack, out of the time given to the planner
 
     @property
     def estimated_seconds(self) -> float:
@@ -70,10 +91,15 @@ class Plan:
         return {
             "folds": self.folds,
             "seconds_for_runs": round(self.seconds, 1),
+            "stack_seconds": round(self.stack_seconds, 1),
             "estimated_seconds": round(self.estimated_seconds, 1),
             "runs": [r.describe() for r in self.runs],
             "skipped": [{"name": n, "why": w} for n, w in self.skipped],
         }
+
+
+def no_stack(models: int, folds: int) -> float:
+    return 0.0
 
 
 def plan_runs(
@@ -81,17 +107,38 @@ def plan_runs(
     seconds: float,
     fold_choices: tuple[int, ...] = FOLD_CHOICES,
     max_seeds: int = 2,
+    stack_seconds: Callable[[int, int], float] = no_stack,
 ) -> Plan:
-    """The runs that fit `seconds` (see the module's rules). `candidates` best first."""
+    """The runs that fit `seconds` together with their stack (see the module's rules).
+    `candidates` best first; `stack_seconds(models, folds)` the stack's measured cost."""
     best: Plan | None = None
     for folds in fold_choices:
-        plan = _plan_at(candidates, seconds, folds, max_seeds)
+        plan = _plan_with_stack(candidates, seconds, folds, max_seeds, stack_seconds)
         if best is None or len(plan.runs) > len(best.runs):
             best = plan
         if len(plan.runs) >= MIN_MODELS:
             break
     assert best is not None
     return best
+
+
+def _plan_with_stack(
+    candidates: list[Candidate],
+    seconds: float,
+    folds: int,
+    max_seeds: int,
+    stack_seconds: Callable[[int, int], float],
+) -> Plan:
+    """Reserve the stack for MIN_MODELS models, plan, and plan again while the plan's own
+    model count needs a larger reserve (more models: more meta-features)."""
+    reserve = stack_seconds(MIN_MODELS, folds)
+    for _ in range(3):
+        plan = _plan_at(candidates, max(0.0, seconds - reserve), folds, max_seeds)
+        need = stack_seconds(max(1, len(plan.runs)), folds)
+        if need <= reserve:
+            break
+        reserve = need
+    return replace(plan, seconds=seconds, stack_seconds=reserve)
 
 
 def _plan_at(candidates: list[Candidate], seconds: float, folds: int, max_seeds: int) -> Plan:
@@ -145,5 +192,6 @@ def _extra_seeds(
 def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
     name = c.entry.name if seed == 0 else f"{c.entry.name}-seed{seed}"
     return PlannedRun(
-        name, c.entry.family, dict(c.entry.overrides), epochs, seed, c.cost(epochs, folds)
-    )
+        name, c.entry.family, dict(c.entry.overrides), epochs, seed, c.cost(epochs, folds),
+        folds, c,
+    )  # fmt: skip

@@ -32,6 +32,7 @@ class StackSettings:
     # LightGBM threads. The meta-data is a few thousand rows by a few columns, where one
     # thread is several times faster than many (thread start-up dominates each small fit).
     threads: int = 1
+    workers: int = 0  # coordinates fitted at once (0: one per CPU); results do not depend on it
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,13 +86,13 @@ def stack_predictions(
     fallbacks: dict[str, int] = {}
     rounds: dict[str, list[list[int]]] = {}
     total = 2 * len(covered)
-    for step, (k, axis) in enumerate((k, a) for k in covered for a in (0, 1)):
-        name = comp.keypoint_names[k]
-        on_event(Event("stack", "step", step, total, f"{name} {'xy'[axis]}"))
+    jobs = [(k, axis) for k in covered for axis in (0, 1)]
+
+    def fit_coordinate(k: int, axis: int) -> Any:
         models = [i for i, b in enumerate(bases) if k in b.keypoints]
         x, design = train_f.coordinate(models, k, axis, settings.features)
         x_test, design_test = test_f.coordinate(models, k, axis, settings.features)
-        result = stack_coordinate(
+        return stack_coordinate(
             x,
             design,
             data.keypoints[:, k, axis].astype(np.float64),
@@ -101,17 +103,34 @@ def stack_predictions(
             metric=comp.metric,
             settings=settings,
         )
-        for method in (BLEND, RIDGE, LIGHTGBM):
-            oof[method][:, k, axis] = result.oof[method]
-            test[method][:, k, axis] = result.test[method]
-        ridge_weights.setdefault(name, []).append(result.ridge_weights)
-        rounds.setdefault(name, []).append(result.rounds)
-        if result.fallbacks:
-            fallbacks[name] = fallbacks.get(name, 0) + result.fallbacks
+
+    # Coordinates are independent: fitted side by side (LightGBM and numpy release the GIL),
+    # collected in order, so the result does not depend on the number of workers.
+    with ThreadPoolExecutor(settings.workers or available_workers()) as pool:
+        futures = [pool.submit(fit_coordinate, k, axis) for k, axis in jobs]
+        for step, ((k, axis), future) in enumerate(zip(jobs, futures, strict=True)):
+            name = comp.keypoint_names[k]
+            on_event(Event("stack", "step", step, total, f"{name} {'xy'[axis]}"))
+            result = future.result()
+            for method in (BLEND, RIDGE, LIGHTGBM):
+                oof[method][:, k, axis] = result.oof[method]
+                test[method][:, k, axis] = result.test[method]
+            ridge_weights.setdefault(name, []).append(result.ridge_weights)
+            rounds.setdefault(name, []).append(result.rounds)
+            if result.fallbacks:
+                fallbacks[name] = fallbacks.get(name, 0) + result.fallbacks
     on_event(Event("stack", "step", total, total, "picking per keypoint"))
     outcome = _assemble(comp, data, folds, bases, covered, oof, test)
     outcome.ridge_weights, outcome.fallbacks, outcome.rounds = ridge_weights, fallbacks, rounds
     return outcome
+
+
+def available_workers() -> int:
+    """Coordinates fitted at once: the CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 def row_weight(comp: Competition, data: KeypointData) -> np.ndarray:

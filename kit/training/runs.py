@@ -356,7 +356,22 @@ def _write_pictures(ctx: RunContext, oof: np.ndarray, records: list[dict]) -> No
 # ---------------------------------------------------------------- the entry point
 
 
-def train_run(
+@dataclass
+class OpenRun:
+    """A run opened for training: its context, the folds asked for and those already done."""
+
+    ctx: RunContext
+    run_id: str
+    requested: list[int]
+    found: list[int]
+    started: float
+
+    @property
+    def todo(self) -> list[int]:
+        return [f for f in self.requested if f not in self.found]
+
+
+def open_run(
     comp: Competition,
     family: str,
     overrides: dict[str, Any] | None = None,
@@ -368,9 +383,9 @@ def train_run(
     device: str | None = None,
     seed: int | None = None,
     on_event: OnEvent = ignore,
-    pictures: bool = True,
-) -> RunResult:
-    """Train `family` on every fold of the folds file (or the first `folds`), write the run."""
+) -> OpenRun | RunResult:
+    """Validate a run and find its folder: the finished run when nothing is left to train,
+    else an `OpenRun` whose folds `train_fold` trains (in this or another process)."""
     started = time.perf_counter()
     config = resolve_config(family, overrides, epochs=epochs, seed=seed)
     plan = plan_targets(comp, target_set, keypoints)
@@ -392,38 +407,79 @@ def train_run(
         return RunResult(
             run_id, path, RunManifest.load(path / "manifest.json"), reused=True, resumed_folds=found
         )
-
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "config.json").is_file():
         write_json(path / "config.json", {"run_id": run_id, **config.to_dict(), **plan.describe()})
     torch_device = resolve_device(device)
-    if torch_device.type == "cpu":
-        configure_cpu_threads()
+    test = _load_split(comp, comp.workspace.test_npz)
     ctx = RunContext(
-        comp,
-        config,
-        plan,
-        data,
-        _load_split(comp, comp.workspace.test_npz),
-        fold_of_row,
-        torch_device,
-        path,
-        inputs,
-        on_event,
+        comp, config, plan, data, test, fold_of_row, torch_device, path, inputs, on_event
     )
-    trained = []
-    for fold in requested:
-        if fold in found:
+    return OpenRun(ctx, run_id, requested, found, started)
+
+
+def train_fold(run: OpenRun, fold: int) -> dict[str, Any]:
+    """Train, predict and save one fold (its done marker last); its record."""
+    n_folds = int(run.ctx.folds.max()) + 1
+    run.ctx.on_event(FoldEvent(fold, n_folds, "start").event())
+    record = _train_fold(run.ctx, fold)
+    done = FoldEvent(fold, n_folds, "done", record["score"], record["seconds"])
+    run.ctx.on_event(done.event())
+    return record
+
+
+def finish_run(run: OpenRun, trained: list[int], pictures: bool = True) -> RunResult:
+    """Assemble every done fold into the run's arrays and manifest."""
+    manifest = _write_run(run.ctx, run.run_id, run.started, pictures)
+    resumed = [f for f in run.requested if f in run.found]
+    return RunResult(
+        run.run_id, run.ctx.path, manifest, trained_folds=trained, resumed_folds=resumed
+    )
+
+
+def train_run(
+    comp: Competition,
+    family: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    folds: int | None = None,
+    epochs: int | None = None,
+    target_set: str = "masked",
+    keypoints: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    on_event: OnEvent = ignore,
+    pictures: bool = True,
+    workers: int = 1,
+) -> RunResult:
+    """Train `family` on every fold of the folds file (or the first `folds`), write the run.
+
+    `workers` > 1 trains that many folds at once in worker processes (CPU only; see
+    kit.training.parallel for why that beats one process with every thread)."""
+    run = open_run(
+        comp, family, overrides, folds=folds, epochs=epochs, target_set=target_set,
+        keypoints=keypoints, device=device, seed=seed, on_event=on_event,
+    )  # fmt: skip
+    if isinstance(run, RunResult):
+        return run
+    n_folds = int(run.ctx.folds.max()) + 1
+    for fold in run.requested:
+        if fold in run.found:
             on_event(FoldEvent(fold, n_folds, "resumed").event())
-            continue
-        on_event(FoldEvent(fold, n_folds, "start").event())
-        record = _train_fold(ctx, fold)
+    if workers > 1 and run.ctx.device.type == "cpu" and len(run.todo) > 1:
+        from kit.training.parallel import FoldPool, RunSpec
+
+        spec = RunSpec(family, dict(overrides or {}), epochs, seed, target_set, keypoints, folds)
+        with FoldPool(comp, workers, on_event=on_event) as pool:
+            trained = pool.train_folds(spec, run.todo)
+        return finish_run(run, trained, pictures)
+    if run.ctx.device.type == "cpu":
+        configure_cpu_threads()
+    trained = []
+    for fold in run.todo:
+        train_fold(run, fold)
         trained.append(fold)
-        done = FoldEvent(fold, n_folds, "done", record["score"], record["seconds"])
-        on_event(done.event())
-    manifest = _write_run(ctx, run_id, started, pictures)
-    resumed = [f for f in requested if f in found]
-    return RunResult(run_id, path, manifest, trained_folds=trained, resumed_folds=resumed)
+    return finish_run(run, trained, pictures)
 
 
 def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> RunManifest:

@@ -1,0 +1,160 @@
+"""Several folds at once in worker processes, each with its share of the CPU's threads.
+
+Why: on this project's 2-core VM a heatmap training step took 181 ms with 2 torch threads and
+157 ms with 1, and two 1-thread processes side by side still took 150-157 ms each: two folds at
+once train twice as fast as one fold on both cores (resnet: 1.4x, lenet about 1.3x). Small
+convolutions split badly over threads; separate folds do not share anything
+(benchmarks/fold_workers.py, docs/benchmarks.md "Fold workers").
+
+Workers are spawned (never forked: torch's thread pools do not survive a fork), get the
+competition pickled, load the arrays from the work folder, and write each fold's files
+exactly as a sequential run does (`kit.training.runs.train_fold`); the parent assembles the run.
+Their progress events come back through a queue.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kit.competition import Competition
+from kit.progress import Event, OnEvent, ignore
+from kit.training.device import THREADS_ENV, available_cpus
+
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What `open_run` needs to rebuild a run in a worker (the same id as in the parent)."""
+
+    family: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    seed: int | None = None
+    target_set: str = "masked"
+    keypoints: str | None = None
+    folds: int | None = None
+
+
+def default_workers(device_type: str) -> int:
+    """Folds trained at once: one per CPU core on a CPU (at most 4), one on a GPU."""
+    return 1 if device_type != "cpu" else max(1, min(4, available_cpus()))
+
+
+# ---------------------------------------------------------------- inside a worker
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(comp: Competition, threads: int, events: Any) -> None:
+    os.environ[THREADS_ENV] = str(threads)
+    torch.set_num_threads(threads)
+    _WORKER["comp"] = comp
+    _WORKER["events"] = events
+
+
+def _send(event: Event) -> None:
+    _WORKER["events"].put(event)
+
+
+def _train_one(spec: RunSpec, fold: int) -> dict[str, Any]:
+    from kit.training.runs import RunResult, open_run, train_fold
+
+    run = open_run(
+        _WORKER["comp"], spec.family, spec.overrides, folds=spec.folds, epochs=spec.epochs,
+        target_set=spec.target_set, keypoints=spec.keypoints, device="cpu", seed=spec.seed,
+        on_event=_send,
+    )  # fmt: skip
+    if isinstance(run, RunResult):  # finished meanwhile (another process)
+        return {"fold": fold, "reused": True}
+    return train_fold(run, fold)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(_WORKER["comp"], *args)
+
+
+# ---------------------------------------------------------------- the parent
+
+
+class FoldPool:
+    """A pool of `workers` spawned processes with `threads` torch threads each.
+
+    Use as a context manager; `submit` one fold, `wait_any` for the next to finish (forwarding
+    the workers' events to `on_event` meanwhile), or `train_folds` for a whole run."""
+
+    def __init__(
+        self,
+        comp: Competition,
+        workers: int,
+        *,
+        threads: int | None = None,
+        on_event: OnEvent = ignore,
+    ):
+        self.comp = comp
+        self.workers = max(1, workers)
+        self.threads = threads or max(1, available_cpus() // self.workers)
+        self.on_event = on_event
+        self._executor: ProcessPoolExecutor | None = None
+        self._events: Any = None
+
+    def __enter__(self) -> FoldPool:
+        context = multiprocessing.get_context("spawn")
+        self._events = context.Queue()
+        self._executor = ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.comp, self.threads, self._events),
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.drain()
+
+    def submit(self, spec: RunSpec, fold: int) -> Future:
+        assert self._executor is not None, "use FoldPool as a context manager"
+        return self._executor.submit(_train_one, spec, fold)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run ``fn(comp, *args)`` in a worker (a module-level function: it is pickled)."""
+        assert self._executor is not None, "use FoldPool as a context manager"
+        return self._executor.submit(_call, fn, *args)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            self.on_event(event)
+
+    def wait_any(self, futures: Iterable[Future]) -> set[Future]:
+        """Block until one of `futures` is done; the done ones."""
+        pending = set(futures)
+        while True:
+            done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            self.drain()
+            if done:
+                return done
+
+    def train_folds(self, spec: RunSpec, folds: list[int]) -> list[int]:
+        """Train `folds` of one run, `workers` at a time; the folds trained. A fold that fails
+        raises its error here after the others have finished (their work is kept)."""
+        futures = {self.submit(spec, fold): fold for fold in folds}
+        pending = set(futures)
+        while pending:
+            pending -= self.wait_any(pending)
+        for future in futures:
+            future.result()  # re-raise a worker's error (KitError pickles with its message)
+        return sorted(futures.values())
