@@ -210,3 +210,37 @@ def test_a_plan_trains_in_a_pool_of_workers_and_skips_what_misses_the_deadline()
             pool=pool,
         )  # fmt: skip
     assert runs == [] and outcome[0]["note"].startswith("skipped")
+
+
+def with_curve(name: str, epoch_s: float, curve: tuple, min_epochs: int = 2) -> Candidate:
+    entry = PortfolioEntry(name, "lenet", {}, min_epochs=min_epochs, max_epochs=40, curve=curve)
+    return Candidate(entry, epoch_seconds=epoch_s, fold_seconds=1.0)
+
+
+def test_the_order_follows_the_score_expected_at_the_affordable_epochs() -> None:
+    # "slow" is the best at 40 epochs but poor at the epochs a short budget affords.
+    slow = with_curve("slow", 10.0, ((4, 1.1), (10, 0.6), (40, 0.3)))
+    quick = with_curve("quick", 1.0, ((4, 0.6), (40, 0.45)))
+    middling = with_curve("middling", 2.0, ((4, 0.7), (40, 0.5)))
+    short = plan_runs([slow, quick, middling], 600, fold_choices=(5,))
+    assert [r.name for r in short.runs][:2] == ["quick", "middling"]
+    assert "not clearly better" in dict(short.skipped)["slow"]
+    long = plan_runs([slow, quick, middling], 60_000, fold_choices=(5,))
+    assert long.runs[0].name == "slow"
+
+
+def test_epochs_go_where_the_curve_gains_most_per_second() -> None:
+    steep = with_curve("steep", 1.0, ((2, 0.7), (20, 0.3)))
+    flat = with_curve("flat", 1.0, ((2, 0.5), (20, 0.49)))
+    # Time for 24 epochs in all (and each run's fixed cost): the steep curve takes them.
+    plan = plan_runs([steep, flat], 5 * SAFETY * (24 + 2) + 0.1, fold_choices=(5,), max_seeds=1)
+    epochs = {r.name: r.epochs for r in plan.runs}
+    assert epochs == {"steep": 20, "flat": 4}
+
+
+def test_expected_scores_interpolate_the_measured_curve() -> None:
+    entry = PortfolioEntry("x", "lenet", curve=((4, 0.8), (16, 0.4)))
+    assert entry.expected(4) == pytest.approx(0.8) and entry.expected(16) == pytest.approx(0.4)
+    assert entry.expected(8) == pytest.approx(0.6)  # halfway in log(epochs)
+    assert entry.expected(100) == pytest.approx(0.4) and entry.expected(1) == pytest.approx(1.0)
+    assert PortfolioEntry("y", "lenet").expected(10) == 1.0  # no curve: unknown

@@ -3,13 +3,17 @@
 A plain algorithm on measured costs (no files, no clock): `plan_runs(candidates, seconds)`.
 The stack's time is reserved first, from its measured cost for the plan's models and folds
 (`stack_seconds(models, folds)`). Rules, in order:
-1. a configuration is scheduled only at or above its `min_epochs` (below them it does not beat
-   the mean shape clearly), whatever its family;
-2. take configurations best first while each fits at its minimum; if fewer than `MIN_MODELS`
-   fit at the first fold count, try the next (fewer folds) and keep the plan with more models;
-3. spread the time left one epoch at a time over the chosen runs, best first, up to each one's
-   `max_epochs`;
-4. time still left buys another seed of the best configurations (a new run each).
+1. a configuration is scheduled only at or above its `min_epochs`, and only if its expected
+   score at the epochs it can afford (an equal share of the time among `MIN_MODELS` runs) is
+   clearly better than the mean shape (`CLEAR_GAIN`), whatever its family;
+2. candidates are ordered by that expected score (the entry's measured learning curve), so a
+   config that is best at full length but poor at the affordable epochs comes later;
+3. take configurations in that order while each fits at its minimum; if fewer than
+   `MIN_MODELS` fit at the first fold count, try the next (fewer folds) and keep the plan with
+   more models;
+4. spread the time left one epoch at a time over the chosen runs, to the run whose curve gains
+   most per second (in order when no curve says), up to each one's `max_epochs`;
+5. time still left buys another seed of the best configurations (a new run each).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from kit.planning.portfolio import PortfolioEntry
 MIN_MODELS = 3  # a stack needs several diverse base models
 FOLD_CHOICES = (5, 3)
 SAFETY = 1.1  # estimates are padded: a budget is a promise
+# Expected score at most this share of the mean shape's: "clearly better" (25 % lower error).
+CLEAR_GAIN = 0.75
 
 
 @dataclass(frozen=True)
@@ -145,9 +151,11 @@ def _plan_at(candidates: list[Candidate], seconds: float, folds: int, max_seeds:
     chosen: list[tuple[Candidate, int]] = []
     skipped: list[tuple[str, str]] = []
     left = seconds
-    for c in candidates:
+    for c, why_not in _ordered(candidates, seconds, folds):
         need = c.cost(c.entry.min_epochs, folds)
-        if need <= left:
+        if why_not:
+            skipped.append((c.entry.name, why_not))
+        elif need <= left:
             chosen.append((c, c.entry.min_epochs))
             left -= need
         else:
@@ -159,20 +167,50 @@ def _plan_at(candidates: list[Candidate], seconds: float, folds: int, max_seeds:
     return Plan(folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped))
 
 
+def affordable_epochs(c: Candidate, seconds: float, folds: int) -> int:
+    """Epochs within an equal share of `seconds` among MIN_MODELS runs, at most max_epochs."""
+    return min(c.entry.max_epochs, c.epochs_within(seconds / MIN_MODELS, folds))
+
+
+def _ordered(
+    candidates: list[Candidate], seconds: float, folds: int
+) -> list[tuple[Candidate, str]]:
+    """Candidates by expected score at their affordable epochs (stable: the portfolio's order
+    breaks ties and orders entries without a curve), each with why it is not run ("" = run)."""
+    rows = []
+    for index, c in enumerate(candidates):
+        epochs = max(c.entry.min_epochs, affordable_epochs(c, seconds, folds))
+        expected = c.entry.expected(epochs) if c.entry.curve else 1.0
+        why = ""
+        if c.entry.curve and expected > CLEAR_GAIN:
+            why = (
+                f"expected {expected:.2f} of the mean shape's error at the {epochs} epochs it can "
+                f"afford: not clearly better"
+            )
+        rows.append((expected if c.entry.curve else 2.0, index, c, why))
+    return [(c, why) for _, _, c, why in sorted(rows, key=lambda r: r[:2])]
+
+
 def _widen(
     chosen: list[tuple[Candidate, int]], left: float, folds: int
 ) -> tuple[list[tuple[Candidate, int]], float]:
-    """One more epoch at a time, best first, while it fits and stays under max_epochs."""
+    """One more epoch at a time while it fits and stays under max_epochs: to the run whose
+    curve gains most per second; where no curve gains, to each run in turn."""
     epochs = [e for _, e in chosen]
-    grew = True
-    while grew:
-        grew = False
+    turn = 0
+    while True:
+        steps = []
         for i, (c, _) in enumerate(chosen):
             step = c.cost(epochs[i] + 1, folds) - c.cost(epochs[i], folds)
             if epochs[i] < c.entry.max_epochs and step <= left:
-                epochs[i] += 1
-                left -= step
-                grew = True
+                gain = (c.entry.expected(epochs[i]) - c.entry.expected(epochs[i] + 1)) / step
+                steps.append((gain, (i - turn) % len(chosen), i, step))
+        if not steps:
+            break
+        gain, _, i, step = max(steps, key=lambda s: (s[0], -s[1]))
+        epochs[i] += 1
+        left -= step
+        turn = (i + 1) % len(chosen) if gain <= 0 else turn
     return [(c, e) for (c, _), e in zip(chosen, epochs, strict=True)], left
 
 

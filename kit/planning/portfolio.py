@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +25,26 @@ class PortfolioEntry:
     max_epochs: int = 30
     devices: tuple[str, ...] = ("cpu", "gpu")
     evidence: str = ""
+    # Measured (epochs, CV score / the mean shape's CV score) points, epochs ascending.
+    curve: tuple[tuple[int, float], ...] = ()
 
     def runs_on(self, device_type: str) -> bool:
         return ("cpu" if device_type == "cpu" else "gpu") in self.devices
+
+    def expected(self, epochs: int) -> float:
+        """The expected score at `epochs` as a share of the mean shape's (1.0 = no better),
+        interpolated in log(epochs) between the measured points; flat beyond the last, and
+        towards 1.0 at 1 epoch below the first. 1.0 without a curve (unknown)."""
+        if not self.curve or epochs < 1:
+            return 1.0
+        points = self.curve if self.curve[0][0] <= 1 else ((1, 1.0), *self.curve)
+        if epochs >= points[-1][0]:
+            return points[-1][1]
+        for (e0, s0), (e1, s1) in itertools.pairwise(points):
+            if e0 <= epochs <= e1:
+                t = (math.log(epochs) - math.log(e0)) / (math.log(e1) - math.log(e0))
+                return s0 + t * (s1 - s0)
+        return points[0][1]
 
 
 def load_portfolio(path: Path = PORTFOLIO_FILE) -> list[PortfolioEntry]:
@@ -47,6 +66,7 @@ def load_portfolio(path: Path = PORTFOLIO_FILE) -> list[PortfolioEntry]:
                 max_epochs=int(raw.get("max_epochs", 30)),
                 devices=tuple(raw.get("devices", ("cpu", "gpu"))),
                 evidence=raw.get("evidence", ""),
+                curve=_curve(raw.get("curve", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KitError(f"portfolio entry {raw.get('name', '?')}: {exc}", path=path) from exc
@@ -55,3 +75,11 @@ def load_portfolio(path: Path = PORTFOLIO_FILE) -> list[PortfolioEntry]:
             raise KitError(unknown, path=path)
         entries.append(entry)
     return entries
+
+
+def _curve(raw: list) -> tuple[tuple[int, float], ...]:
+    points = tuple((int(e), float(v)) for e, v in raw)
+    epochs = [e for e, _ in points]
+    if epochs != sorted(set(epochs)) or any(e < 1 or v <= 0 for e, v in points):
+        raise ValueError(f"curve {raw} must list [epochs, share] with epochs rising from 1")
+    return points
