@@ -143,6 +143,15 @@ def train_command(
         str | None, typer.Option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed (default 0).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Folds trained at once in worker processes, one thread each (CPU only; on a "
+            "2-core CPU 2 trains heatmap folds about twice as fast as 1).",
+        ),
+    ] = 1,
 ) -> None:
     """Train MODEL on every fold; write OOF and test predictions, checkpoints and a manifest."""
     from kit.training.config import parse_overrides
@@ -162,6 +171,7 @@ def train_command(
             device=device,
             seed=seed,
             on_event=progress,
+            workers=workers,
         )
     if result.reused:
         console.print(f"[green]reusing finished run {result.run_id}[/] (nothing to train)")
