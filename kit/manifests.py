@@ -17,7 +17,14 @@ from typing import Any, ClassVar, Self
 from kit.errors import DataError
 from kit.workspace import read_json, write_json
 
-__all__ = ["Manifest", "RunManifest", "StackManifest", "SubmissionManifest", "manifest_kind"]
+__all__ = [
+    "Manifest",
+    "PseudoManifest",
+    "RunManifest",
+    "StackManifest",
+    "SubmissionManifest",
+    "manifest_kind",
+]
 
 FORMAT_KEY = "format"
 Json = dict[str, Any]
@@ -121,6 +128,7 @@ class RunManifest(Manifest):
     fold_devices: Json = field(default_factory=dict)
     fold_speeds: Json = field(default_factory=dict)
     torch: str = ""
+    pseudo: Json = field(default_factory=dict)  # the pseudo-label set trained on ({}: none)
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,29 @@ class StackManifest(Manifest):
     min_meta_rows: int = 0
     seconds: float = 0.0
     lightgbm_version: str = ""
+
+
+@dataclass(frozen=True)
+class PseudoManifest(Manifest):
+    """pseudo/<pseudo-id>/manifest.json: whose predictions fill the missing labels, how, and
+    how many (kit.pseudo)."""
+
+    KIND: ClassVar[str] = "pseudo"
+    REDO: ClassVar[str] = "delete the pseudo-label set's folder and rerun `kit pseudo`"
+
+    pseudo_id: str
+    competition: str
+    teacher: Json  # kind, id, path, cv_score, keypoints, family (kit.submit.Source.describe)
+    teacher_cv: float
+    strict: bool
+    method: str  # in words: where the pseudo labels come from
+    metric: str
+    keypoints: list[str]  # the label columns: every keypoint of the competition
+    counts: Json  # train_true, train_pseudo, train_none, test_pseudo, test_none, rows
+    folds: Json  # file, sha256, total
+    data: Json  # the cache's checksums (train, test) and row counts
+    code_sha256: str
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def folds_checksum(comp: Competition) -> str:
 # package; with the competition's own competition.toml and plugin it is hashed into the ids.
 TRAINING_CODE = ("models", "training", "metrics.py", "data/arrays.py")
 STACKING_CODE = ("stack", "metrics.py", "data/arrays.py")
+PSEUDO_CODE = (*TRAINING_CODE, "pseudo")  # strict sets predict with the teacher's fold models
 
 
 def code_checksum(comp: Competition, code: tuple[str, ...] = TRAINING_CODE) -> str:

@@ -10,6 +10,7 @@ Layout of one competition's work folder (git-ignored)::
       folds.csv         the ONE folds file: id,fold (folds)
       runs/<run-id>/    one trained configuration (train)
       stacks/<id>/      meta-learner artifacts (stack)
+      pseudo/<id>/      a teacher's pseudo-label set (pseudo)
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ class Workspace:
     @property
     def stacks(self) -> Path:
         return self.root / "stacks"
+
+    @property
+    def pseudo(self) -> Path:
+        return self.root / "pseudo"
 
 
 class SavedPredictions:

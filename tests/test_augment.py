@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kit.errors import KitError
-from kit.training.augment import AugmentConfig, apply_affine, augment_batch
+from kit.training.augment import AugmentConfig, apply_affine, augment_batch, augment_weighted
 
 SIZE = 48
 BATCH = 8
@@ -68,6 +68,26 @@ def test_flip_moves_dots_with_relabelled_keypoints(device: torch.device) -> None
     # Mirroring about the centre, then swapping labels: x' = S - 1 - x of the partner.
     assert torch.allclose(moved[..., 0], SIZE - 1 - points[:, FLIP_PERM, 0], atol=1e-5)
     assert torch.allclose(moved[..., 1], points[:, FLIP_PERM, 1], atol=1e-5)
+
+
+def test_loss_weights_follow_their_keypoints_through_a_flip() -> None:
+    """augment_weighted draws what augment_batch draws; a flipped sample's weights are
+    relabelled like its keypoints (here each keypoint's y is its index, which a flip keeps)."""
+    points = torch.stack([torch.full((4,), 20.0), torch.arange(4.0)], -1).repeat(BATCH, 1, 1)
+    weights = torch.rand(BATCH, 4, generator=torch.Generator().manual_seed(2))
+    images = torch.rand(BATCH, 1, SIZE, SIZE)
+    cfg = AugmentConfig(flip=0.5, brightness=0.2)
+    plain = augment_batch(images, points, FLIP_PERM, cfg, torch.Generator().manual_seed(7))
+    out_images, moved, out_weights = augment_weighted(
+        images, points, weights, FLIP_PERM, cfg, torch.Generator().manual_seed(7)
+    )
+    assert torch.equal(out_images, plain[0]) and torch.equal(moved, plain[1])
+    source = moved[..., 1].round().long()  # which input keypoint each output one is
+    assert torch.equal(out_weights, torch.gather(weights, 1, source))
+    flipped = (source != torch.arange(4)).any(dim=1)
+    assert 0 < int(flipped.sum()) < BATCH  # both cases were exercised
+    none = augment_weighted(images, points, None, FLIP_PERM, cfg)[2]
+    assert none is None
 
 
 def test_flip_twice_is_the_identity() -> None:

@@ -17,6 +17,7 @@ from kit.models import (
     list_models,
     register_model,
 )
+from kit.models import codec as codec_module
 from kit.models import registry as registry_module
 
 FAMILIES = ["convbn", "heatmap", "lenet", "resnet", "sp"]
@@ -201,6 +202,64 @@ def test_masked_loss_ignores_missing_keypoints(make_codec, device: torch.device)
     grad = output.grad.reshape(3, 5, -1)
     assert (grad[0, 1] == 0).all() and (grad[2, 4] == 0).all()
     assert (grad[mask].abs().sum(-1) > 0).all()
+
+
+def old_masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """masked_mean as it was before loss weights: the reference for bit-identity."""
+    per_keypoint = values.flatten(2).mean(dim=2) if values.dim() > 2 else values
+    weights = mask.to(per_keypoint.dtype)
+    return (per_keypoint * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+@pytest.mark.parametrize("make_codec", CODECS.values(), ids=CODECS.keys())
+def test_loss_without_weights_is_bit_identical_to_the_unweighted_loss(
+    make_codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = make_codec()
+    keypoints = random_keypoints(4, 5, 32, seed=3)
+    keypoints[1, 2] = keypoints[3, 0] = float("nan")
+    targets, mask = codec.encode(keypoints)
+    output = torch.randn(4, *codec.output_shape, generator=torch.Generator().manual_seed(1))
+    plain = codec.loss(output, targets, mask)
+    assert codec.loss(output, targets, mask, None).item() == plain.item()
+    # Every weight 1 is the same arithmetic: the very same float.
+    assert codec.loss(output, targets, mask, torch.ones(4, 5)).item() == plain.item()
+    monkeypatch.setattr(codec_module, "masked_mean", lambda v, m, w=None: old_masked_mean(v, m))
+    assert codec.loss(output, targets, mask).item() == plain.item()
+
+
+@pytest.mark.parametrize("make_codec", CODECS.values(), ids=CODECS.keys())
+def test_a_keypoint_of_weight_zero_counts_as_a_masked_one(make_codec) -> None:
+    codec = make_codec()
+    keypoints = random_keypoints(3, 5, 32, seed=4)
+    targets, mask = codec.encode(keypoints)
+    weights = torch.ones(3, 5)
+    weights[0, 1] = weights[2, 3] = 0.0
+    masked = mask.clone()
+    masked[0, 1] = masked[2, 3] = False
+    output = torch.randn(3, *codec.output_shape, requires_grad=True)
+    weighted = codec.loss(output, targets, mask, weights)
+    assert weighted.item() == codec.loss(output, targets, masked).item()
+    weighted.backward()
+    grad = output.grad.reshape(3, 5, -1)
+    assert (grad[0, 1] == 0).all() and (grad[2, 3] == 0).all() and grad[1].abs().sum() > 0
+    assert codec.loss(output, targets, mask, torch.zeros(3, 5)).item() == 0.0
+
+
+def test_weights_make_a_weighted_mean_over_labelled_keypoints() -> None:
+    codec = RegressionCodec(3, 32, loss="mse")
+    keypoints = random_keypoints(2, 3, 32, seed=5)
+    keypoints[1, 0] = float("nan")
+    targets, mask = codec.encode(keypoints)
+    output = torch.randn(2, 6)
+    weights = torch.tensor([[1.0, 0.5, 0.5], [9.0, 1.0, 0.25]])  # 9.0 falls on a missing one
+    per_keypoint = ((output.reshape(2, 3, 2) - targets) ** 2).mean(-1)
+    used = torch.where(mask, weights, 0.0)
+    expected = (per_keypoint * used).sum() / used.sum()
+    got = codec.loss(output, targets, mask, weights)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(KitError, match="loss weights have shape"):
+        codec.loss(output, targets, mask, torch.ones(2, 2))
 
 
 @pytest.mark.device

@@ -181,3 +181,11 @@ def train_command(
         f"run [bold]{result.run_id}[/]: CV {comp.metric} [bold]{result.cv_score:.4f}[/] "
         f"over {result.manifest.folds['rows_predicted']} rows; folder {result.path}"
     )
+    pseudo = result.manifest.pseudo
+    if pseudo:
+        strict = "strict " if pseudo["strict"] else ""
+        weight = result.manifest.config["train"]["pseudo_weight"]
+        console.print(
+            f"trained with the {strict}pseudo-label set {pseudo['id']} at weight {weight} "
+            f"(teacher {pseudo['teacher']}); CV on true labels only"
+        )

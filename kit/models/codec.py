@@ -31,15 +31,27 @@ def keypoint_mask(keypoints: Tensor) -> Tensor:
     return ~torch.isnan(keypoints).any(dim=-1)
 
 
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(values: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
     """Mean of `values` (B, K, ...) over the keypoints where `mask` (B, K) is True.
 
     Each keypoint contributes the mean of its trailing entries; masked entries contribute exactly
     nothing, neither to the value nor to the gradient. An empty mask gives 0 (still differentiable).
+
+    `weights` (B, K), optional: each keypoint's contribution is multiplied by its weight and the
+    sum is divided by the weights' sum over the mask (a weighted mean; pseudo labels train at a
+    weight below 1). A keypoint of weight 0 counts exactly as a masked one; all weights 0 give 0.
+    Without `weights` the result is bit for bit the unweighted mean.
     """
     per_keypoint = values.flatten(2).mean(dim=2) if values.dim() > 2 else values
-    weights = mask.to(per_keypoint.dtype)
-    return (per_keypoint * weights).sum() / weights.sum().clamp_min(1.0)
+    if weights is None:
+        counted = mask.to(per_keypoint.dtype)
+        return (per_keypoint * counted).sum() / counted.sum().clamp_min(1.0)
+    if tuple(weights.shape) != tuple(mask.shape):
+        shapes = f"{tuple(weights.shape)}, the mask {tuple(mask.shape)}"
+        raise KitError(f"loss weights have shape {shapes}")
+    counted = torch.where(mask, weights.to(per_keypoint.dtype), 0.0)
+    total = counted.sum()
+    return (per_keypoint * counted).sum() / torch.where(total > 0, total, 1.0)
 
 
 class KeypointCodec(nn.Module):
@@ -73,8 +85,11 @@ class KeypointCodec(nn.Module):
         """Head output -> (B, K, 2) input pixels."""
         raise NotImplementedError
 
-    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-        """Scalar loss over labelled keypoints only."""
+    def loss(
+        self, output: Tensor, targets: Tensor, mask: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
+        """Scalar loss over labelled keypoints only; `weights` (B, K) weigh each keypoint's
+        term (see `masked_mean`), None = every labelled keypoint counts the same."""
         raise NotImplementedError
 
     def _check_keypoints(self, keypoints: Tensor) -> None:
@@ -137,7 +152,9 @@ class RegressionCodec(KeypointCodec):
         self._check_output(output)
         return self.denormalise(output.float().reshape(-1, self.num_keypoints, 2) + self.prior)
 
-    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    def loss(
+        self, output: Tensor, targets: Tensor, mask: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
         self._check_output(output)
         pred = output.float().reshape(-1, self.num_keypoints, 2)
         # Missing targets become the prediction itself: zero loss and exactly zero gradient there.
@@ -148,7 +165,7 @@ class RegressionCodec(KeypointCodec):
             element = F.smooth_l1_loss(pred, safe, reduction="none", beta=self.huber_beta)
         else:
             element = F.l1_loss(pred, safe, reduction="none")
-        return masked_mean(element, mask)
+        return masked_mean(element, mask, weights)
 
 
 class HeatmapCodec(KeypointCodec):
@@ -251,7 +268,9 @@ class HeatmapCodec(KeypointCodec):
         self._check_output(output)
         return self.from_grid(self.expected_cells(self.log_probabilities(output).exp()))
 
-    def loss(self, output: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    def loss(
+        self, output: Tensor, targets: Tensor, mask: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
         self._check_output(output)
         targets = torch.where(mask[..., None], targets.float(), 0.0)  # NaN-proof where unused
         log_p = self.log_probabilities(output)
@@ -259,15 +278,15 @@ class HeatmapCodec(KeypointCodec):
         truth = self.from_grid(targets)
         # Missing targets become the prediction itself: exactly zero loss and gradient there.
         safe = torch.where(mask[..., None], truth, pred.detach())
-        coord = masked_mean((pred - safe).abs(), mask)
+        coord = masked_mean((pred - safe).abs(), mask, weights)
         target_maps = self.heatmaps(targets)
         if self.heatmap_loss == "kl":
             # KL(target || p) per keypoint; xlogy gives 0 where the target is 0.
             per_cell = torch.xlogy(target_maps, target_maps) - target_maps * log_p
-            heat = masked_mean(per_cell.flatten(2).sum(-1), mask)
+            heat = masked_mean(per_cell.flatten(2).sum(-1), mask, weights)
         else:
             # Scale so that a target's peak is ~1: the MSE is then comparable across sigmas.
             peak = 2 * math.pi * (self.sigma / self.stride) ** 2
             element = ((log_p.exp() - target_maps) * peak) ** 2
-            heat = masked_mean(element, mask)
+            heat = masked_mean(element, mask, weights)
         return self.heatmap_weight * heat + self.coord_weight * coord

@@ -150,11 +150,32 @@ def augment_batch(
     Returns new tensors (the inputs are not modified). Pass a torch.Generator for a reproducible
     draw; one on the images' device avoids host-to-device copies of the noise.
     """
+    images, keypoints, _ = augment_weighted(images, keypoints, None, flip_perm, cfg, generator)
+    return images, keypoints
+
+
+def augment_weighted(
+    images: Tensor,
+    keypoints: Tensor,
+    weights: Tensor | None,
+    flip_perm: Tensor | Sequence[int],
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`augment_batch` that also carries per-keypoint loss weights (B, K) along: a flipped
+    sample's weights are relabelled with `flip_perm` like its keypoints. The same draws as
+    `augment_batch` (with the same generator), so the images and keypoints are the same."""
     _check_shapes(images, keypoints, flip_perm)
     sampler = _Sampler(images.device, generator)
     if cfg.geometric:
-        images, keypoints = _warp(images, keypoints, flip_perm, cfg, sampler)
-    return _photometric(images, cfg, sampler), keypoints
+        flipped, matrix, shift = _affine_params(images.shape[0], images.shape[-1], cfg, sampler)
+        images, keypoints = apply_affine(
+            images, keypoints, flip_perm, flipped, matrix, shift, cfg.padding
+        )
+        if weights is not None:
+            perm = torch.as_tensor(flip_perm, dtype=torch.long, device=weights.device)
+            weights = torch.where(flipped.to(weights.device)[:, None], weights[:, perm], weights)
+    return _photometric(images, cfg, sampler), keypoints, weights
 
 
 def _check_shapes(images: Tensor, keypoints: Tensor, flip_perm: Tensor | Sequence[int]) -> None:
@@ -182,17 +203,6 @@ def _affine_params(
         [torch.stack([cos * mirror, -sin], -1), torch.stack([sin * mirror, cos], -1)], -2
     )
     return flipped, matrix, shift
-
-
-def _warp(
-    images: Tensor,
-    keypoints: Tensor,
-    flip_perm: Tensor | Sequence[int],
-    cfg: AugmentConfig,
-    sampler: _Sampler,
-) -> tuple[Tensor, Tensor]:
-    flipped, matrix, shift = _affine_params(images.shape[0], images.shape[-1], cfg, sampler)
-    return apply_affine(images, keypoints, flip_perm, flipped, matrix, shift, cfg.padding)
 
 
 def apply_affine(

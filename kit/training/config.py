@@ -41,6 +41,11 @@ LOOP_DEFAULTS: dict[str, Any] = {
     **SPEED_DEFAULTS,  # channels_last, precision, compile (kit.training.speed)
     "eval_batch_size": 256,
     "impute_r2": DEFAULT_R2_THRESHOLD,  # used by --target-set impute
+    # A pseudo-label set of `kit pseudo` (its id; "" = none): each fold also trains on the
+    # set's labels where the truth is missing and on the test rows, at `pseudo_weight` each
+    # (a true label weighs 1). Validation and CV use true labels only.
+    "pseudo": "",
+    "pseudo_weight": 0.5,
 }
 
 
@@ -96,6 +101,8 @@ def resolve_config(
     for key, value in overrides.items():
         target = model if key in model else train
         target[key] = _coerce(key, value, target[key])
+    if train["pseudo"] is None:  # --set pseudo=none
+        train["pseudo"] = ""
     _validate_train(train)
     config = RunConfig(family, model, train)
     config.augment  # noqa: B018  (validates the augmentation settings now, not mid-run)
@@ -133,6 +140,14 @@ def _validate_train(train: dict[str, Any]) -> None:
             raise KitError(f"setting {key} must be a positive integer, got {train[key]!r}")
     if not train["lr"] > 0:
         raise KitError(f"setting lr must be positive, got {train['lr']!r}")
+    if not isinstance(train["pseudo"], str):
+        raise KitError(
+            f"setting pseudo must be a pseudo-label set id, got {train['pseudo']!r}",
+            hint="see `kit pseudo COMP`",
+        )
+    weight = train["pseudo_weight"]
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < 1e9:
+        raise KitError(f"setting pseudo_weight must be a number >= 0, got {weight!r}")
     validate_speed(train)
 
 

@@ -86,10 +86,13 @@ def device_images(images: np.ndarray, device: torch.device) -> Tensor:
 
 @dataclass
 class DeviceData:
-    """A split as device tensors: images uint8 (N, 1, S, S), keypoints float32 (N, K, 2)."""
+    """A split as device tensors: images uint8 (N, 1, S, S), keypoints float32 (N, K, 2), and
+    optionally each keypoint's loss weight float32 (N, K) (None: every label weighs 1; a run
+    with pseudo labels weighs them below the true ones, kit.training.targets.PseudoTargets)."""
 
     images: Tensor
     keypoints: Tensor
+    weights: Tensor | None = None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, keypoints: np.ndarray, device: torch.device):

@@ -2,7 +2,8 @@
 
 No DataLoader: each epoch shuffles row indices with a seeded generator, slices batches out of
 the device tensor, converts them to float in [0, 1], augments them on the device
-(`kit.training.augment.augment_batch`), and minimises the model codec's masked loss.
+(`kit.training.augment.augment_batch`), and minimises the model codec's masked loss (weighted
+per keypoint where the data carries weights: pseudo labels).
 Early stopping watches the fold's validation score and keeps the best weights.
 """
 
@@ -24,7 +25,7 @@ from kit.metrics import primary
 from kit.models import create_model
 from kit.models.registry import KeypointModel
 from kit.progress import Event, OnEvent, ignore
-from kit.training.augment import AugmentConfig, augment_batch
+from kit.training.augment import AugmentConfig, augment_weighted
 from kit.training.config import RunConfig, run_speed
 from kit.training.device import DeviceData
 from kit.training.flip import flip_perm_tensor
@@ -140,20 +141,22 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for step in range(steps):
             idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-            loss_sum += self.step(data.images[idx], data.keypoints[idx][:, self.columns])
+            weights = None if data.weights is None else data.weights[idx][:, self.columns]
+            loss_sum += self.step(data.images[idx], data.keypoints[idx][:, self.columns], weights)
         return float(loss_sum) / steps
 
-    def step(self, images_u8: Tensor, points: Tensor) -> Tensor:
-        """One optimisation step on a uint8 batch (B, 1, S, S) and its keypoints (B, K, 2)."""
+    def step(self, images_u8: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        """One optimisation step on a uint8 batch (B, 1, S, S) and its keypoints (B, K, 2);
+        `weights` (B, K): each keypoint's weight in the loss (None: all the same)."""
         images = images_u8.float().div_(255.0)
-        images, points = augment_batch(
-            images, points, self.flip_perm, self.augment, generator=self.augment_generator
+        images, points, weights = augment_weighted(
+            images, points, weights, self.flip_perm, self.augment, self.augment_generator
         )
         images = self.speed.layout(images)
         targets, mask = self.model.codec.encode(points)
         with self.speed.autocast(self.device):
             output = self.step_model(images)
-        loss = self.model.codec.loss(output, targets, mask)
+        loss = self.model.codec.loss(output, targets, mask, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

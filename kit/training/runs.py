@@ -15,6 +15,11 @@ edit that can change what a run learns gets new runs instead of reusing stale on
     manifest.json               scores, seeds, folds, timing, device, versions (written last)
     curves.png  worst.png
 
+With the train setting ``pseudo`` (a set of `kit pseudo`), each fold also trains on its
+training rows' pseudo labels where the truth is missing and on the test rows' pseudo labels, at
+``pseudo_weight`` (kit.training.targets.pseudo_targets); its OOF, test predictions and scores
+keep their form, and validation uses the true labels only.
+
 An interrupted run resumes at the first fold without a done marker. ``folds=K`` trains only
 the first K folds of the folds file (a quick run): the partition itself never changes, the OOF
 then covers those folds' rows only, and the CV score uses only predicted rows. A later run of
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,7 +55,7 @@ from kit.training.flip import check_flip, flip_permutation
 from kit.training.loop import fit
 from kit.training.oof import OofAssembler
 from kit.training.predict import predict_rows
-from kit.training.targets import LinearImputer, TargetPlan, plan_targets
+from kit.training.targets import LinearImputer, TargetPlan, plan_targets, pseudo_targets
 from kit.workspace import (
     SavedPredictions,
     atomic_path,
@@ -58,6 +63,9 @@ from kit.workspace import (
     sha256_json,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from kit.pseudo.store import PseudoResult
 
 RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get new ids
 
@@ -107,6 +115,7 @@ class RunContext:
     path: Path
     inputs: dict[str, Any]  # `run_inputs`, as hashed into the run id
     on_event: OnEvent = ignore
+    pseudo: PseudoResult | None = None  # the pseudo-label set of setting `pseudo`, if any
 
     @cached_property
     def images(self) -> torch.Tensor:
@@ -115,6 +124,11 @@ class RunContext:
     @cached_property
     def test_images(self) -> torch.Tensor:
         return device_images(self.test.images, self.device)
+
+    @cached_property
+    def student_images(self) -> torch.Tensor:
+        """The training images, then the test images (rows N.. of `PseudoTargets`)."""
+        return torch.cat([self.images, self.test_images])
 
 
 def fold_seed(seed: int, fold: int, submodel: int) -> int:
@@ -185,11 +199,11 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         keypoints = keypoints.copy()
         keypoints[train_rows] = filled
         imputed = {"filled": int(mask.sum()), "fits": imputer.summary(comp.keypoint_names)}
-    device_data = DeviceData(ctx.images, torch.from_numpy(keypoints).to(ctx.device))
-    val_truth = ctx.data.subset(val_rows)
+    device_data, keypoints, extra_rows, pseudo = _fold_data(ctx, fold, keypoints, train_rows)
+    val_truth = ctx.data.subset(val_rows)  # the true labels: the fold is scored on them only
     oof_parts, test_parts, states, subs = {}, {}, {}, {}
     for index, sub in enumerate(plan.submodels):
-        rows = sub.training_rows(keypoints, train_rows)
+        rows = sub.training_rows(keypoints, np.concatenate([train_rows, extra_rows]))
         seed = fold_seed(int(config.train["seed"]), fold, index)
         result = fit(
             comp,
@@ -233,12 +247,32 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         "scores": scores.to_dict(),
         "submodels": subs,
         "imputation": imputed,
+        "pseudo": pseudo,
         "device": str(ctx.device),
         "speed": run_speed(config, ctx.device).to_dict(),
         "seconds": time.perf_counter() - started,
     }
     _save_fold(ctx, fold, states, val_rows, oof, test, record)
     return record
+
+
+def _fold_data(ctx: RunContext, fold: int, keypoints: np.ndarray, train_rows: np.ndarray):
+    """The fold's device data and its keypoints on the host, the rows it trains on besides
+    `train_rows` (test rows with pseudo labels), and what the pseudo labels added (None
+    without a pseudo-label set)."""
+    if ctx.pseudo is None:
+        data = DeviceData(ctx.images, torch.from_numpy(keypoints).to(ctx.device))
+        return data, keypoints, np.zeros(0, np.int64), None
+    weight = float(ctx.config.train["pseudo_weight"])
+    train_labels, test_labels = ctx.pseudo.fold_labels(fold)
+    targets = pseudo_targets(keypoints, train_rows, train_labels, test_labels, weight)
+    data = DeviceData(
+        ctx.student_images,
+        torch.from_numpy(targets.keypoints).to(ctx.device),
+        torch.from_numpy(targets.weights).to(ctx.device),
+    )
+    added = {"weight": weight, "filled": targets.filled, "test_rows": len(targets.test_rows)}
+    return data, targets.keypoints, targets.test_rows, added
 
 
 def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record) -> None:
@@ -335,6 +369,7 @@ def _manifest(
         fold_devices={str(r["fold"]): r["device"] for r in records},
         fold_speeds={str(r["fold"]): r["speed"] for r in records},
         torch=torch.__version__,
+        pseudo={} if ctx.pseudo is None else ctx.pseudo.describe(),
         kit=kit.__version__,
         code_sha256=ctx.inputs["code"],
         git_commit=git_commit(),
@@ -399,6 +434,7 @@ def open_run(
             f"--folds {folds}: the folds file has {n_folds} folds", hint=f"use 1..{n_folds}"
         )
     inputs = run_inputs(comp)
+    pseudo = _pseudo_set(comp, config, plan, inputs)
     run_id = make_run_id(config, plan, inputs)
     path = comp.workspace.runs / run_id
     requested = list(range(n_folds if folds is None else folds))
@@ -413,7 +449,17 @@ def open_run(
     torch_device = resolve_device(device)
     test = _load_split(comp, comp.workspace.test_npz)
     ctx = RunContext(
-        comp, config, plan, data, test, fold_of_row, torch_device, path, inputs, on_event
+        comp,
+        config,
+        plan,
+        data,
+        test,
+        fold_of_row,
+        torch_device,
+        path,
+        inputs,
+        on_event,
+        pseudo,
     )
     return OpenRun(ctx, run_id, requested, found, started)
 
@@ -480,6 +526,23 @@ def train_run(
         train_fold(run, fold)
         trained.append(fold)
     return finish_run(run, trained, pictures)
+
+
+def _pseudo_set(comp: Competition, config: RunConfig, plan: TargetPlan, inputs: dict):
+    """The pseudo-label set of setting `pseudo` (None for ""), built from this data and folds."""
+    pseudo_id = str(config.train["pseudo"])
+    if not pseudo_id:
+        return None
+    from kit.pseudo.store import load_pseudo  # late: kit.pseudo reads runs (this module)
+
+    if plan.impute:
+        raise KitError(
+            "--target-set impute and setting pseudo both fill the missing keypoints",
+            hint="use one: --target-set masked with pseudo, or drop pseudo",
+        )
+    pseudo = load_pseudo(comp, pseudo_id)
+    pseudo.check_inputs(comp, inputs)
+    return pseudo
 
 
 def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> RunManifest:

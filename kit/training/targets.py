@@ -9,6 +9,9 @@ Target sets (``--target-set``):
   "eight", the rest from "full".
 - ``impute``: the seed's linear imputation (see `LinearImputer`), fitted on the training-fold
   rows only, then the masked loss on what is still missing.
+
+Pseudo labels (train setting ``pseudo``, a set of `kit pseudo`) are another way to fill what is
+missing: `pseudo_targets` builds one fold's labels and per-keypoint loss weights from them.
 """
 
 from __future__ import annotations
@@ -70,6 +73,21 @@ class TargetPlan:
             for k in sub.contributes:
                 out[:, column[k]] = pred[:, sub.keypoints.index(k)]
         return out
+
+    @classmethod
+    def from_description(cls, described: dict) -> TargetPlan:
+        """The plan that `describe` wrote (a run manifest's ``plan``)."""
+        subs = tuple(
+            SubModel(
+                s["name"],
+                tuple(s["keypoints"]),
+                tuple(s["contributes"]),
+                bool(s["complete_rows_only"]),
+            )
+            for s in described["submodels"]
+        )
+        target_set = described["target_set"]
+        return cls(target_set, tuple(described["keypoints"]), subs, target_set == "impute")
 
     def describe(self) -> dict:
         return {
@@ -212,3 +230,59 @@ def _loo_r2(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> float:
     total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     r2 = 1.0 - (press**2).sum(axis=0) / np.maximum(total, 1e-12)
     return float(r2.min())
+
+
+@dataclass(frozen=True)
+class PseudoTargets:
+    """What one fold trains on with pseudo labels: the training split's N rows, then the test
+    split's M rows (row N + i is test row i).
+
+    keypoints: (N + M, K, 2) the truth; in the fold's training rows also the pseudo labels
+               where the truth is missing; the test rows' pseudo labels; NaN elsewhere
+    weights:   (N + M, K) float32 loss weights: 1 for a true label, `weight` for a pseudo one,
+               0 where there is no label
+    test_rows: the test rows (N + i) with at least one pseudo label, to train on
+    filled:    how many keypoints of the training rows took a pseudo label
+    """
+
+    keypoints: np.ndarray
+    weights: np.ndarray
+    test_rows: np.ndarray
+    filled: int
+
+
+def pseudo_targets(
+    truth: np.ndarray,
+    train_rows: np.ndarray,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    weight: float,
+) -> PseudoTargets:
+    """One fold's labels and weights from the truth (N, K, 2) and a pseudo-label set's labels
+    for this fold: `train_labels` (N, K, 2), `test_labels` (M, K, 2) (NaN = none).
+
+    Only `train_rows` take pseudo labels, and only where their truth is missing: a true label
+    is never replaced, and every other row (the fold's validation rows) keeps its truth alone.
+    With `weight` 0 no pseudo label is used at all (the labels are exactly the truth's).
+    """
+    n, k = truth.shape[:2]
+    present = np.isfinite(truth).all(axis=2)
+    keypoints = np.concatenate([truth, np.full(test_labels.shape, np.nan)]).astype(np.float32)
+    weights = np.zeros((n + len(test_labels), k), np.float32)
+    weights[:n][present] = 1.0
+    filled = 0
+    if weight > 0:
+        rows = np.asarray(train_rows, np.int64)
+        fill = ~present[rows] & np.isfinite(train_labels[rows]).all(axis=2)
+        block = keypoints[rows]
+        block[fill] = train_labels[rows][fill]
+        keypoints[rows] = block
+        block_w = weights[rows]
+        block_w[fill] = weight
+        weights[rows] = block_w
+        filled = int(fill.sum())
+        usable = np.isfinite(test_labels).all(axis=2)
+        keypoints[n:][usable] = test_labels[usable]
+        weights[n:][usable] = weight
+    test_rows = n + np.flatnonzero((weights[n:] > 0).any(axis=1))
+    return PseudoTargets(keypoints, weights, test_rows, filled)
