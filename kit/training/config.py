@@ -36,6 +36,9 @@ LOOP_DEFAULTS: dict[str, Any] = {
     # docs/benchmarks.md "Epoch selection"). Early stopping (patience > 0) also peeks.
     "keep": "last",
     "patience": 0,  # epochs without a better validation score; 0 = no early stopping
+    # Decay of an exponential moving average of the weights (kit.training.ema), which is then
+    # what each epoch validates and each fold keeps, saves and predicts with; 0 = off.
+    "ema": 0.0,
     "seed": 0,
     "tta": True,  # horizontal-flip test-time augmentation for OOF and test predictions
     **SPEED_DEFAULTS,  # channels_last, precision, compile (kit.training.speed)
@@ -133,6 +136,12 @@ def _validate_train(train: dict[str, Any]) -> None:
             raise KitError(f"setting {key} must be a positive integer, got {train[key]!r}")
     if not train["lr"] > 0:
         raise KitError(f"setting lr must be positive, got {train['lr']!r}")
+    ema = train["ema"]
+    if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 <= ema < 1:
+        raise KitError(
+            f"setting ema must be a decay in [0, 1) (0 = off), got {ema!r}",
+            hint="e.g. --set ema=0.999",
+        )
     validate_speed(train)
 
 
