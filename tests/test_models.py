@@ -176,6 +176,9 @@ def test_learnable_beta_is_a_parameter_that_gets_gradients() -> None:
 CODECS = {
     "regression-mse": lambda: RegressionCodec(5, 32, loss="mse"),
     "regression-smooth_l1": lambda: RegressionCodec(5, 32, loss="smooth_l1"),
+    "regression-l1": lambda: RegressionCodec(5, 32, loss="l1"),
+    "regression-wing": lambda: RegressionCodec(5, 32, loss="wing"),
+    "regression-soft_wing": lambda: RegressionCodec(5, 32, loss="soft_wing"),
     "heatmap-kl": lambda: HeatmapCodec(5, 32, stride=2),
     "heatmap-mse": lambda: HeatmapCodec(5, 32, stride=2, heatmap_loss="mse"),
 }
@@ -276,6 +279,64 @@ def test_regression_loss_averages_over_labelled_coordinates(device: torch.device
     assert codec.loss(output, targets, none).item() == 0.0
 
 
+def regression_loss_at(codec: RegressionCodec, pixels: torch.Tensor) -> torch.Tensor:
+    """The codec's loss for one keypoint whose x and y are both off by `pixels` (1-D), each."""
+    keypoints = torch.full((len(pixels), 1, 2), 40.0)
+    targets, mask = codec.encode(keypoints)
+    error = pixels.reshape(-1, 1, 1) * (2.0 / codec.input_size)  # pixels -> normalised units
+    output = (targets + error).reshape(len(pixels), 2)
+    return torch.stack(
+        [
+            codec.loss(o[None], t[None], m[None])
+            for o, t, m in zip(output, targets, mask, strict=True)
+        ]
+    )
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_wing_losses_follow_the_papers_in_pixels(size: int) -> None:
+    """In pixels (normalised loss x S/2): wing (w 10, epsilon 2) is w ln(1 + x/epsilon) up to
+    10 px, then linear and continuous; soft wing is |x| up to 2 px, then 20 ln(1 + x/0.5) + B."""
+    pixels = torch.tensor([0.5, 1.0, 5.0, 10.0 - 1e-4, 10.0 + 1e-4, 30.0])
+    to_pixels = size / 2.0
+    wing = regression_loss_at(RegressionCodec(1, size, loss="wing"), pixels) * to_pixels
+    expected = torch.where(
+        pixels < 10, 10 * torch.log(1 + pixels / 2), pixels - (10 - 10 * math.log(6))
+    )
+    torch.testing.assert_close(wing, expected, rtol=1e-4, atol=1e-4)
+    assert wing[3] == pytest.approx(wing[4].item(), abs=1e-3)  # continuous at w
+
+    soft = regression_loss_at(RegressionCodec(1, size, loss="soft_wing"), pixels) * to_pixels
+    torch.testing.assert_close(soft[:2], pixels[:2], rtol=1e-4, atol=1e-4)  # |x| below omega1
+    b = 2 - 20 * math.log(1 + 2 / 0.5)
+    torch.testing.assert_close(
+        soft[2:], 20 * torch.log(1 + pixels[2:] / 0.5) + b, rtol=1e-4, atol=1e-4
+    )
+    near = regression_loss_at(
+        RegressionCodec(1, size, loss="soft_wing"), torch.tensor([2 - 1e-5, 2 + 1e-5])
+    )
+    assert near[0].item() * to_pixels == pytest.approx(near[1].item() * to_pixels, abs=1e-3)
+
+
+def test_wing_is_steeper_than_l1_for_small_errors() -> None:
+    """Wing's point: small and medium errors keep a large gradient (w/epsilon = 5 x L1's)."""
+    grads = {}
+    for loss in ("l1", "wing", "soft_wing"):
+        codec = RegressionCodec(1, 96, loss=loss)
+        targets, mask = codec.encode(torch.full((1, 1, 2), 40.0))
+        output = (targets + 0.1 * 2 / 96).reshape(1, 2).requires_grad_(True)  # 0.1 px off
+        codec.loss(output, targets, mask).backward()
+        grads[loss] = output.grad.abs().sum().item()
+    assert grads["wing"] > 4 * grads["l1"]
+    assert grads["soft_wing"] == pytest.approx(grads["l1"])  # linear near 0: no dead zone
+
+
+@pytest.mark.parametrize("name", ["convbn", "lenet", "resnet", "sp"])
+def test_every_regression_family_takes_the_wing_losses(name: str) -> None:
+    for loss in ("wing", "soft_wing"):
+        assert create_model(name, 15, 96, loss=loss).codec.loss_name == loss
+
+
 @pytest.mark.device
 def test_heatmap_loss_is_smallest_at_the_truth(device: torch.device) -> None:
     codec = HeatmapCodec(3, 32, stride=2, sigma=2.0).to(device)
@@ -295,6 +356,49 @@ def test_codecs_reject_wrong_shapes_and_settings() -> None:
         RegressionCodec(15, 96, loss="huber2")
     with pytest.raises(KitError, match="does not divide"):
         HeatmapCodec(15, 96, stride=5)
+    with pytest.raises(KitError, match=r"unknown heatmap decode 'dsnt'.*soft_argmax, dark"):
+        create_model("heatmap", 15, 96, decode="dsnt")
+
+
+def argmax_cells(maps: torch.Tensor) -> torch.Tensor:
+    peak = maps.flatten(2).argmax(-1)
+    return torch.stack([peak % maps.shape[-1], peak // maps.shape[-1]], -1).float()
+
+
+@pytest.mark.parametrize(("stride", "sigma"), [(4, 2.0), (2, 2.0), (4, 4.0)])
+def test_dark_finds_sub_pixel_gaussian_centres(stride: int, sigma: float) -> None:
+    codec = HeatmapCodec(15, 96, stride=stride, sigma=sigma, decode="dark")
+    keypoints = random_keypoints(8, 15, 96, seed=stride)  # sub-pixel, away from the border
+    targets, _ = codec.encode(keypoints)
+    maps = codec.heatmaps(targets)
+    decoded = codec.decode(torch.log(maps.clamp_min(1e-30)))
+    error = (codec.to_grid(decoded) - targets).abs()  # in cells
+    argmax_error = (argmax_cells(maps) - targets).abs()
+    assert error.max() < 0.1
+    assert error.mean() < argmax_error.mean() / 4
+
+
+def test_dark_and_soft_argmax_agree_on_a_centred_narrow_gaussian() -> None:
+    soft = HeatmapCodec(2, 96, stride=4, sigma=2.0)
+    dark = HeatmapCodec(2, 96, stride=4, sigma=2.0, decode="dark")
+    keypoints = torch.tensor([[[47.5, 47.5], [45.2, 49.3]]])  # the centre, and 2 px off it
+    logits = torch.log(soft.heatmaps(soft.encode(keypoints)[0]).clamp_min(1e-30))
+    torch.testing.assert_close(soft.decode(logits), keypoints, atol=0.05, rtol=0)
+    torch.testing.assert_close(dark.decode(logits), soft.decode(logits), atol=0.1, rtol=0)
+    assert soft.state_dict().keys() == dark.state_dict().keys()  # decode holds no weights
+
+
+def test_dark_keeps_the_argmax_where_the_taylor_step_is_undefined() -> None:
+    """A one-hot map (huge logits) decodes to its cell; a peak on the border and a flat map
+    (no maximum to step to) keep the argmax cell; nothing is NaN."""
+    codec = HeatmapCodec(3, 32, stride=1, decode="dark")
+    logits = torch.zeros(1, 3, 32, 32)
+    logits[0, 0, 5, 7] = 1e6  # inside: x=7, y=5
+    logits[0, 1, 0, 9] = 50.0  # on the top border
+    logits[0, 2] = -1e6  # flat: the argmax is cell (0, 0)
+    decoded = codec.decode(logits)
+    assert torch.isfinite(decoded).all()
+    torch.testing.assert_close(decoded[0], torch.tensor([[7.0, 5.0], [9.0, 0.0], [0.0, 0.0]]))
 
 
 # ---- registry -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from kit.progress import Event
 from kit.training import loop, runs
 from kit.training.config import parse_overrides, resolve_config
 from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
+from kit.training.ema import warmed_up_decay
 from kit.training.oof import OofAssembler, OofLeakError
 from kit.training.optim import lr_factor
 from kit.training.predict import predict_rows, predict_with_flip, unflip
@@ -401,6 +402,141 @@ def test_learning_rate_schedules() -> None:
     assert lr_factor(99, 100, 10, "cosine") < 0.01
     assert lr_factor(50, 100, 10, "none") == 1.0
     assert lr_factor(99, 100, 30, "onecycle") < 0.01
+
+
+# ---------------------------------------------------------------- moving average of the weights
+
+# convbn shrunk: BatchNorm buffers and the regression prior, in well under a second per fold.
+TINY_BN = {"width": 0.125, "hidden": 16, "batch_size": 16, "tta": False}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def recorded_steps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """The trained network's states (not its average's): before the first step, after each."""
+    states: list[dict[str, torch.Tensor]] = []
+    step = loop.Trainer.step
+
+    def recording_step(self, images, points):
+        if not states:
+            states.append(snapshot(self.model))
+        loss = step(self, images, points)
+        states.append(snapshot(self.model))
+        return loss
+
+    monkeypatch.setattr(loop.Trainer, "step", recording_step)
+    return states
+
+
+def train_convbn(comp: Competition, **overrides) -> runs.RunResult:
+    overrides = {**TINY_BN, **overrides}
+    return train_run(comp, "convbn", overrides, epochs=3, folds=1, device="cpu", pictures=False)
+
+
+def test_ema_averages_the_weights_without_changing_the_training(
+    comp: Competition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same seed with and without EMA: the same training steps; ema=0 keeps the trained
+    weights as they are, ema > 0 keeps (and validates, saves, predicts with) their average."""
+    states = recorded_steps(monkeypatch)
+    off = train_convbn(comp)
+    plain = list(states)
+    states.clear()
+    decay = 0.9
+    on = train_convbn(comp, ema=decay)
+    assert len(states) == len(plain) == 1 + 3 * 2  # 32 training rows in batches of 16
+    for before, after in zip(plain, states, strict=True):
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+    kept_off = load_fold_model(off.path, 0).state_dict()
+    assert all(torch.equal(kept_off[k], plain[-1][k]) for k in kept_off)
+
+    expected = dict(states[0])  # the average starts at the initial weights, prior included
+    for n, state in enumerate(states[1:]):
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        for k, value in state.items():
+            floating = value.is_floating_point()
+            expected[k] = torch.lerp(expected[k], value, weight) if floating else value
+    kept_on = load_fold_model(on.path, 0).state_dict()
+    assert kept_on.keys() == expected.keys()
+    for k in kept_on:
+        torch.testing.assert_close(kept_on[k], expected[k])
+    assert "codec.prior" in kept_on and kept_on["codec.prior"].abs().sum() > 0
+    assert "network.0.0.1.running_var" in kept_on  # BatchNorm statistics are averaged too
+    weight = "network.1.weight"
+    assert not torch.allclose(kept_on[weight], plain[-1][weight])
+
+    # Each epoch validated the average, and the fold's OOF is the saved average's prediction.
+    record = json.loads((on.path / "fold-0.done.json").read_text())
+    history = record["submodels"]["main"]["history"]
+    assert record["score"] == pytest.approx(history[-1]["val_score"], rel=1e-5)
+    data = KeypointData.load(comp.workspace.train_npz)
+    rows = np.flatnonzero(on.oof_folds == 0)
+    images = torch.from_numpy(data.images).unsqueeze(1)
+    model = load_fold_model(on.path, 0)
+    np.testing.assert_allclose(on.oof[rows], predict_rows(model, images, rows, torch.device("cpu")))
+
+
+def test_keep_best_keeps_the_best_epochs_average(
+    comp: Competition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores = iter([3.0, 2.0, 2.5])
+    monkeypatch.setattr(loop, "primary", lambda *args, **kwargs: next(scores))
+    averages, trained = [], []
+    epoch = loop.Trainer.epoch
+
+    def recording_epoch(self, data, rows):
+        loss = epoch(self, data, rows)
+        averages.append(snapshot(self.eval_model))
+        trained.append(snapshot(self.model))
+        return loss
+
+    monkeypatch.setattr(loop.Trainer, "epoch", recording_epoch)
+    result = train_convbn(comp, ema=0.5, keep="best")
+    kept = load_fold_model(result.path, 0).state_dict()
+    assert all(torch.equal(kept[k], averages[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], trained[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], averages[2][k]) for k in kept)
+
+
+def test_a_heatmap_average_reloads_with_either_decode(comp: Competition) -> None:
+    """A learnt soft-argmax temperature is averaged too; the saved weights rebuild a plain
+    model, and the same weights decode by DARK without retraining."""
+    # width 8: torch 2.13 on a CPU corrupts its heap in the backward pass of a 1x1 stride-2
+    # channels_last conv with 2, 4 or 6 input channels (one thread), as width 4 would have
+    overrides = {"width": 8, "depth": 2, "batch_size": 16, "tta": False, "learn_beta": True}
+    result = train_run(
+        comp, "heatmap", {**overrides, "ema": 0.5}, epochs=1, folds=1, device="cpu",
+        pictures=False,
+    )  # fmt: skip
+    data = KeypointData.load(comp.workspace.train_npz)
+    rows = np.flatnonzero(result.oof_folds == 0)
+    images = torch.from_numpy(data.images).unsqueeze(1)
+    cpu = torch.device("cpu")
+    soft = load_fold_model(result.path, 0)
+    assert soft.codec.log_beta.item() != 0.0
+    np.testing.assert_allclose(result.oof[rows], predict_rows(soft, images, rows, cpu), atol=1e-4)
+    dark = load_fold_model(result.path, 0, hparams={"decode": "dark"})
+    assert dark.codec.decode_mode == "dark"
+    assert torch.equal(dark.codec.log_beta, soft.codec.log_beta)
+    predicted = predict_rows(dark, images, rows, cpu)
+    assert np.isfinite(predicted).all() and not np.allclose(predicted, result.oof[rows])
+
+
+def test_ema_decay_warms_up_and_must_be_below_one() -> None:
+    assert warmed_up_decay(0.999, 0) == pytest.approx(0.1)
+    assert warmed_up_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert warmed_up_decay(0.9, 10_000) == 0.9
+    assert resolve_config("sp").train["ema"] == 0.0
+    assert resolve_config("sp", {"ema": 0}).train["ema"] == 0.0
+    assert resolve_config("resnet", {"ema": 0.999}).train["ema"] == 0.999
+    for bad in (1, 1.5, -0.1, True, float("nan")):
+        with pytest.raises(KitError, match=r"setting ema must be a decay in \[0, 1\)"):
+            resolve_config("sp", {"ema": bad})
+    with pytest.raises(KitError, match="ema must be a number"):
+        resolve_config("sp", {"ema": "on"})
 
 
 # ---------------------------------------------------------------- config and errors

@@ -22,13 +22,33 @@ from torch import Tensor, nn
 
 from kit.errors import KitError
 
-REGRESSION_LOSSES = ("mse", "smooth_l1", "l1")
+REGRESSION_LOSSES = ("mse", "smooth_l1", "l1", "wing", "soft_wing")
 HEATMAP_LOSSES = ("kl", "mse")
+HEATMAP_DECODES = ("soft_argmax", "dark")
+# The papers' settings, in input pixels; RegressionCodec converts them to its normalised units
+# (x 2 / input_size: 1 px is 2/96 at 96 px). Wing (Feng et al. 2018): w, epsilon.
+WING_PX = (10.0, 2.0)
+# Soft wing (Lin et al. 2021, as MMPose's SoftWingLoss): omega1, omega2, epsilon.
+SOFT_WING_PX = (2.0, 20.0, 0.5)
 
 
 def keypoint_mask(keypoints: Tensor) -> Tensor:
     """(B, K) bool: both coordinates of the keypoint are labelled (not NaN)."""
     return ~torch.isnan(keypoints).any(dim=-1)
+
+
+def wing_loss(error: Tensor, width: float, epsilon: float) -> Tensor:
+    """Wing loss of absolute errors: w ln(1 + |x| / epsilon) below `width` (steep for small
+    errors), |x| - C beyond it (C makes the two pieces meet)."""
+    c = width - width * math.log1p(width / epsilon)
+    return torch.where(error < width, width * torch.log1p(error / epsilon), error - c)
+
+
+def soft_wing_loss(error: Tensor, omega1: float, omega2: float, epsilon: float) -> Tensor:
+    """Soft wing loss of absolute errors: |x| below `omega1` (no dead zone around 0), then
+    omega2 ln(1 + |x| / epsilon) + B (B makes the two pieces meet)."""
+    b = omega1 - omega2 * math.log1p(omega1 / epsilon)
+    return torch.where(error < omega1, error, omega2 * torch.log1p(error / epsilon) + b)
 
 
 def masked_mean(values: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -110,8 +130,9 @@ class KeypointCodec(nn.Module):
 class RegressionCodec(KeypointCodec):
     """Direct regression of normalised coordinates: the head outputs (B, 2K) values in ~[-1, 1].
 
-    loss: "mse", "smooth_l1" (`huber_beta` in normalised units: 0.02 is ~1 px at 96 px) or "l1",
-    averaged over the labelled coordinates (not over B x K).
+    loss: "mse", "smooth_l1" (`huber_beta` in normalised units: 0.02 is ~1 px at 96 px), "l1",
+    "wing" or "soft_wing" (the papers' pixel settings, WING_PX and SOFT_WING_PX, converted to
+    normalised units at this input size), averaged over the labelled coordinates (not B x K).
     """
 
     def __init__(
@@ -122,6 +143,9 @@ class RegressionCodec(KeypointCodec):
             raise KitError(f"unknown regression loss {loss!r}", hint=f"use {REGRESSION_LOSSES}")
         self.loss_name = loss
         self.huber_beta = huber_beta
+        pixel = 2.0 / input_size  # one input pixel in normalised units
+        self.wing = tuple(v * pixel for v in WING_PX)
+        self.soft_wing = tuple(v * pixel for v in SOFT_WING_PX)
         # The head predicts the offset from this normalised mean shape (zero until set_prior), so
         # a fresh network starts at the mean face instead of the image centre.
         self.register_buffer("prior", torch.zeros(num_keypoints, 2))
@@ -163,6 +187,10 @@ class RegressionCodec(KeypointCodec):
             element = F.mse_loss(pred, safe, reduction="none")
         elif self.loss_name == "smooth_l1":
             element = F.smooth_l1_loss(pred, safe, reduction="none", beta=self.huber_beta)
+        elif self.loss_name == "wing":
+            element = wing_loss((pred - safe).abs(), *self.wing)
+        elif self.loss_name == "soft_wing":
+            element = soft_wing_loss((pred - safe).abs(), *self.soft_wing)
         else:
             element = F.l1_loss(pred, safe, reduction="none")
         return masked_mean(element, mask, weights)
@@ -172,7 +200,9 @@ class HeatmapCodec(KeypointCodec):
     """One heatmap per keypoint at `stride`, decoded by soft-argmax (integral regression).
 
     The head outputs logits (B, K, S/stride, S/stride); decode takes the expectation of the grid
-    coordinates under softmax(beta * logits), which is differentiable and sub-pixel.
+    coordinates under softmax(beta * logits), which is differentiable and sub-pixel. With
+    ``decode="dark"`` prediction refines the argmax cell instead (`dark_cells`); training, whose
+    loss always uses soft-argmax, is the same, so one trained model can be decoded both ways.
 
     encode returns the keypoints in heatmap-grid coordinates (B, K, 2); the Gaussian target
     heatmaps are rendered from them inside `loss`, on the output's device (`heatmaps(targets)`),
@@ -197,6 +227,7 @@ class HeatmapCodec(KeypointCodec):
         heatmap_loss: str = "kl",
         heatmap_weight: float = 1.0,
         coord_weight: float = 1.0,
+        decode: str = "soft_argmax",
     ):
         super().__init__(num_keypoints, input_size)
         if stride < 1 or input_size % stride:
@@ -205,6 +236,11 @@ class HeatmapCodec(KeypointCodec):
             raise KitError(f"heatmap sigma ({sigma}) and beta ({beta}) must be positive")
         if heatmap_loss not in HEATMAP_LOSSES:
             raise KitError(f"unknown heatmap loss {heatmap_loss!r}", hint=f"use {HEATMAP_LOSSES}")
+        if decode not in HEATMAP_DECODES:
+            raise KitError(
+                f"unknown heatmap decode {decode!r}", hint=f"use {', '.join(HEATMAP_DECODES)}"
+            )
+        self.decode_mode = decode
         self.stride = stride
         self.size = input_size // stride
         self.sigma = sigma
@@ -264,9 +300,57 @@ class HeatmapCodec(KeypointCodec):
         y = (probabilities.sum(dim=-1) * grid).sum(dim=-1)
         return torch.stack([x, y], dim=-1)
 
+    def dark_cells(self, probabilities: Tensor) -> Tensor:
+        """DARK (Zhang et al. 2020) of probability maps (B, K, H, W) -> (B, K, 2) grid coordinates.
+
+        Smooth each map with the target's Gaussian (a network's map is only roughly Gaussian),
+        take its log, and from the argmax cell step to the maximum of the second-order Taylor
+        expansion there: offset = -H^-1 g, from central differences, clamped to one cell. Where
+        the Hessian is not negative definite, or the argmax lies on the border (no neighbour),
+        the argmax cell itself is kept.
+        """
+        height, width = probabilities.shape[-2:]
+        log_map = self.smooth(probabilities).clamp_min(1e-30).log()
+        peak = log_map.flatten(2).argmax(dim=-1)  # (B, K)
+        x, y = peak % width, peak // width
+        padded = F.pad(log_map, (1, 1, 1, 1), mode="replicate").flatten(2)
+
+        def at(dx: int, dy: int) -> Tensor:  # log_map[y + dy, x + dx] for every map
+            index = (y + 1 + dy) * (width + 2) + (x + 1 + dx)
+            return padded.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+        centre = at(0, 0)
+        gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
+        hxx = at(1, 0) - 2 * centre + at(-1, 0)
+        hyy = at(0, 1) - 2 * centre + at(0, -1)
+        hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+        det = hxx * hyy - hxy**2
+        inside = (x > 0) & (x < width - 1) & (y > 0) & (y < height - 1)
+        usable = inside & (hxx < 0) & (det > 0)  # a negative definite Hessian: a maximum
+        det = torch.where(usable, det, 1.0)
+        dx = torch.where(usable, -(hyy * gx - hxy * gy) / det, 0.0).clamp(-1.0, 1.0)
+        dy = torch.where(usable, -(hxx * gy - hxy * gx) / det, 0.0).clamp(-1.0, 1.0)
+        return torch.stack([x + dx, y + dy], dim=-1)
+
+    def smooth(self, maps: Tensor) -> Tensor:
+        """Maps (B, K, H, W) blurred by a Gaussian of the target's sigma in cells (separable)."""
+        sigma = self.sigma / self.stride
+        radius = max(1, math.ceil(3 * sigma))
+        taps = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
+        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        batch, keypoints, height, width = maps.shape
+        flat = F.pad(maps.reshape(-1, 1, height, width), (radius,) * 4, mode="replicate")
+        flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
+        flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
+        return flat.reshape(batch, keypoints, height, width)
+
     def decode(self, output: Tensor) -> Tensor:
         self._check_output(output)
-        return self.from_grid(self.expected_cells(self.log_probabilities(output).exp()))
+        probabilities = self.log_probabilities(output).exp()
+        if self.decode_mode == "dark":
+            return self.from_grid(self.dark_cells(probabilities))
+        return self.from_grid(self.expected_cells(probabilities))
 
     def loss(
         self, output: Tensor, targets: Tensor, mask: Tensor, weights: Tensor | None = None

@@ -9,6 +9,10 @@ Defaults (stride 4, depth 3, width 16: 24 px maps at 96 px, 0.9 M parameters) fi
 soft-argmax keeps them sub-pixel. On a fkd-proxy split, 16 epochs (~2 CPU minutes) gave RMSE
 2.05, against 2.47 for `lenet` after 40 epochs and 2.36 for `resnet` after 10 in similar time.
 With more compute, stride 2 and width 24-32 are the next steps up.
+
+`decode` picks how predictions read the maps: "soft_argmax" (as in training) or "dark" (the
+argmax refined by a Taylor expansion of the smoothed log-map; HeatmapCodec.dark_cells). It does
+not change training, so a trained model can be rebuilt with the other decode and its weights.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def heatmap_space(trial: Any) -> dict[str, Any]:
         "heatmap_loss": "kl",
         "heatmap_weight": 1.0,
         "coord_weight": 1.0,
+        "decode": "soft_argmax",
     },
     train_defaults=train_recipe(MODERN_RECIPE, lr=2e-3, weight_decay=1e-2),
     search_space=heatmap_space,
@@ -120,6 +125,7 @@ def build_heatmap(
     heatmap_loss: str,
     heatmap_weight: float,
     coord_weight: float,
+    decode: str,
 ) -> KeypointModel:
     stride, width, depth = int(stride), int(width), int(depth)
     if input_size // stride // 2**depth < 2:
@@ -137,5 +143,6 @@ def build_heatmap(
         heatmap_loss=heatmap_loss,
         heatmap_weight=heatmap_weight,
         coord_weight=coord_weight,
+        decode=decode,
     )
     return KeypointModel(UNet(num_keypoints, stride, width, depth), codec)

@@ -36,6 +36,9 @@ LOOP_DEFAULTS: dict[str, Any] = {
     # docs/benchmarks.md "Epoch selection"). Early stopping (patience > 0) also peeks.
     "keep": "last",
     "patience": 0,  # epochs without a better validation score; 0 = no early stopping
+    # Decay of an exponential moving average of the weights (kit.training.ema), which is then
+    # what each epoch validates and each fold keeps, saves and predicts with; 0 = off.
+    "ema": 0.0,
     "seed": 0,
     "tta": True,  # horizontal-flip test-time augmentation for OOF and test predictions
     **SPEED_DEFAULTS,  # channels_last, precision, compile (kit.training.speed)
@@ -148,6 +151,12 @@ def _validate_train(train: dict[str, Any]) -> None:
     weight = train["pseudo_weight"]
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < 1e9:
         raise KitError(f"setting pseudo_weight must be a number >= 0, got {weight!r}")
+    ema = train["ema"]
+    if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 <= ema < 1:
+        raise KitError(
+            f"setting ema must be a decay in [0, 1) (0 = off), got {ema!r}",
+            hint="e.g. --set ema=0.999",
+        )
     validate_speed(train)
 
 

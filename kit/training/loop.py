@@ -4,7 +4,9 @@ No DataLoader: each epoch shuffles row indices with a seeded generator, slices b
 the device tensor, converts them to float in [0, 1], augments them on the device
 (`kit.training.augment.augment_batch`), and minimises the model codec's masked loss (weighted
 per keypoint where the data carries weights: pseudo labels).
-Early stopping watches the fold's validation score and keeps the best weights.
+Early stopping watches the fold's validation score and keeps the best weights. With
+``ema > 0`` an exponential moving average of the weights (kit.training.ema) is what is
+validated, kept, saved and predicted with.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kit.progress import Event, OnEvent, ignore
 from kit.training.augment import AugmentConfig, augment_weighted
 from kit.training.config import RunConfig, run_speed
 from kit.training.device import DeviceData
+from kit.training.ema import ModelEma
 from kit.training.flip import flip_perm_tensor
 from kit.training.optim import make_optimizer, make_scheduler
 from kit.training.predict import predict_rows
@@ -97,6 +100,7 @@ class Trainer:
     augment_generator: torch.Generator
     speed: Speed
     step_model: torch.nn.Module  # the model, or its torch.compile wrapper
+    ema: ModelEma | None = None  # the weights' moving average (train setting ema > 0)
 
     @classmethod
     def create(
@@ -114,6 +118,7 @@ class Trainer:
         model = build_model(comp, config, keypoints, device, speed)
         batch_size = min(int(train["batch_size"]), train_rows)
         optimizer = make_optimizer(model, train)
+        decay = float(train.get("ema", 0.0))
         return cls(
             model=model,
             optimizer=optimizer,
@@ -127,7 +132,20 @@ class Trainer:
             augment_generator=torch.Generator(device=device).manual_seed(seed + 1),
             speed=speed,
             step_model=torch.compile(model) if speed.compile else model,
+            ema=ModelEma(model, decay) if decay > 0 else None,
         )
+
+    @property
+    def eval_model(self) -> KeypointModel:
+        """The weights that are validated, kept and saved: the moving average when on."""
+        return self.model if self.ema is None else self.ema.module
+
+    def set_prior(self, mean_keypoints: Tensor) -> None:
+        """The training rows' mean shape (K, 2) in pixels, for the codec of the model and of
+        its moving average (which must not average it in from the zeros it started at)."""
+        self.model.codec.set_prior(mean_keypoints)
+        if self.ema is not None:
+            self.ema.module.codec.set_prior(mean_keypoints)
 
     def epoch(self, data: DeviceData, rows: Tensor) -> float:
         """One shuffled pass over `rows` (a device tensor); the mean training loss.
@@ -161,6 +179,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.detach()
 
 
@@ -181,7 +201,8 @@ def fit(
     """Train `sub`'s network on `train_rows` (its keypoint columns of `data.keypoints`),
     scoring each epoch on the competition metric of the keypoints it contributes over
     `val_rows` (whose truth is `val_truth`). It keeps the last epoch's weights, or with
-    ``keep=best`` the best epoch's, and stops early only with ``patience > 0``."""
+    ``keep=best`` the best epoch's, and stops early only with ``patience > 0``. With ``ema > 0``
+    the weights scored, kept and returned are the moving average's."""
     if np.intersect1d(train_rows, val_rows).size:
         raise AssertionError(f"fold {fold}: a validation row is also a training row")
     if len(train_rows) < 2:
@@ -192,9 +213,9 @@ def fit(
     train = config.train
     epochs, patience = int(train["epochs"]), int(train["patience"])
     trainer = Trainer.create(comp, config, sub.keypoints, len(train_rows), device, seed)
-    model = trainer.model
+    model = trainer.eval_model  # what is scored and kept (the EMA's weights when on)
     rows = torch.from_numpy(train_rows).to(device)
-    model.codec.set_prior(data.keypoints[rows][:, trainer.columns].nanmean(dim=0))
+    trainer.set_prior(data.keypoints[rows][:, trainer.columns].nanmean(dim=0))
     scored = list(sub.contributes)
     scored_cols = [sub.keypoints.index(k) for k in scored]
     result = FitResult(model=model, speed=trainer.speed)

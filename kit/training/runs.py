@@ -294,8 +294,15 @@ def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record
     write_json(_marker(ctx.path, fold), record)  # last: the fold now counts as done
 
 
-def load_fold_model(run_path: Path, fold: int, submodel: str = "main", device: str = "cpu"):
-    """Rebuild one fold's trained network from its checkpoint (eval mode)."""
+def load_fold_model(
+    run_path: Path,
+    fold: int,
+    submodel: str = "main",
+    device: str = "cpu",
+    hparams: dict[str, Any] | None = None,
+):
+    """Rebuild one fold's trained network from its checkpoint (eval mode); `hparams` replace
+    model settings that hold no weights (e.g. ``{"decode": "dark"}`` for a heatmap model)."""
     from kit.models import create_model
 
     checkpoint = torch.load(run_path / f"fold-{fold}.pt", map_location=device, weights_only=True)
@@ -304,7 +311,7 @@ def load_fold_model(run_path: Path, fold: int, submodel: str = "main", device: s
         checkpoint["family"],
         len(sub["keypoints"]),
         checkpoint["input_size"],
-        **checkpoint["model_hparams"],
+        **{**checkpoint["model_hparams"], **(hparams or {})},
     )
     model.load_state_dict(sub["state_dict"])
     return model.to(device).eval()
