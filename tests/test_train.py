@@ -419,10 +419,10 @@ def recorded_steps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tens
     states: list[dict[str, torch.Tensor]] = []
     step = loop.Trainer.step
 
-    def recording_step(self, images, points):
+    def recording_step(self, images, points, weights=None):
         if not states:
             states.append(snapshot(self.model))
-        loss = step(self, images, points)
+        loss = step(self, images, points, weights)
         states.append(snapshot(self.model))
         return loss
 
