@@ -174,6 +174,7 @@ def run_variant(
         device=device,
         on_event=progress,
         pictures=False,
+        workers=WORKERS[0],
     )
     data = KeypointData.load(comp.workspace.train_npz)
     records = fold_records(run.path, folds)
@@ -232,6 +233,9 @@ def markdown(rows: list[Row], folds: list[int]) -> str:
     return "\n".join(lines)
 
 
+WORKERS = [1]  # folds trained at once (--workers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", required=True)
@@ -248,7 +252,9 @@ def main() -> None:
     parser.add_argument("--proxy", type=Path, default=REPO.parent / "shared" / "data" / "fkd-proxy")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: kit's choice)")
     parser.add_argument("--max-rows", type=int, help="keep the first N training rows (smoke test)")
+    parser.add_argument("--workers", type=int, default=1, help="folds at once (kit train --workers)")
     args = parser.parse_args()
+    WORKERS[0] = args.workers
     folds = sorted({int(k) for k in args.folds.split(",")})
     names = [v.name for v in args.variant]
     if len(set(names)) != len(names):
