@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--weights", default="0,0.5,1")
     parser.add_argument("--folds", type=int, help="train the first N folds only (default all)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--workers", type=int, default=1, help="folds at once (kit train --workers)")
+    parser.add_argument("--workers", type=int, default=1, help="folds at once")
     parser.add_argument("--sim", action="store_true", help="score at ../shared/kaggle-sim")
     parser.add_argument("--port", type=int, default=8783)
     parser.add_argument("--out", type=Path, default=Path("pseudo_labels.json"))

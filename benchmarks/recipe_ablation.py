@@ -252,7 +252,7 @@ def main() -> None:
     parser.add_argument("--proxy", type=Path, default=REPO.parent / "shared" / "data" / "fkd-proxy")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: kit's choice)")
     parser.add_argument("--max-rows", type=int, help="keep the first N training rows (smoke test)")
-    parser.add_argument("--workers", type=int, default=1, help="folds at once (kit train --workers)")
+    parser.add_argument("--workers", type=int, default=1, help="folds at once")
     args = parser.parse_args()
     WORKERS[0] = args.workers
     folds = sorted({int(k) for k in args.folds.split(",")})
