@@ -387,3 +387,24 @@ def test_cli_tunes_then_shows_the_table(comp: Competition, cli) -> None:
     bad = cli("tune", comp.name, "--families", "sp,nope", "--trials", "1")
     assert bad.code == 1 and "unknown model 'nope'" in bad.err and "Traceback" not in bad.err
     assert cli("tune", comp.name, "--timeout", "soon").code == 1
+
+
+def test_a_study_starts_from_the_portfolio_after_the_default(monkeypatch) -> None:
+    from kit.planning import portfolio
+    from kit.tuning.studies import open_study
+
+    entries = [
+        portfolio.PortfolioEntry("lenet-default", "lenet", {}),
+        portfolio.PortfolioEntry("lenet-fast", "lenet", {"lr": 0.003, "batch_size": 32}),
+        portfolio.PortfolioEntry("lenet-fast-again", "lenet", {"lr": 0.003, "batch_size": 32}),
+        portfolio.PortfolioEntry("resnet-x", "resnet", {"lr": 0.01}),
+    ]
+    monkeypatch.setattr(portfolio, "load_portfolio", lambda: entries)
+    comp = load_competition("facial-keypoints")
+    storage = open_storage(default_storage(comp))
+    study = open_study(comp, "lenet", storage, seed=0, fixed={}, pruner="none", target=None)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.user_attrs.get("portfolio") for t in waiting] == [None, "lenet-fast"]
+    queued = waiting[1].system_attrs["fixed_params"]
+    assert queued["lr"] == 0.003 and queued["batch_size"] == 32
+    assert waiting[0].user_attrs["default"] is True

@@ -199,9 +199,12 @@ def search_space_of(family: str) -> dict[str, BaseDistribution]:
     return dict(trial.distributions)
 
 
-def default_params(family: str, fixed: dict[str, Any]) -> dict[str, Any]:
-    """The family's default config, restricted to its search space (values inside it only)."""
-    config = resolve_config(family)
+def default_params(
+    family: str, fixed: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The family's default config (with `overrides`), restricted to its search space (values
+    inside it only)."""
+    config = resolve_config(family, overrides)
     defaults = {**config.train, **config.model}
     params = {}
     for name, dist in search_space_of(family).items():
@@ -216,6 +219,23 @@ def default_params(family: str, fixed: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def portfolio_params(family: str, fixed: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, trial parameters) of the portfolio's configurations of `family` that differ
+    from its default inside the search space (kit/models/portfolio.toml)."""
+    from kit.planning.portfolio import load_portfolio
+
+    seen = [default_params(family, fixed)]
+    queued = []
+    for entry in load_portfolio():
+        if entry.family != family:
+            continue
+        params = default_params(family, fixed, entry.overrides)
+        if params not in seen:
+            seen.append(params)
+            queued.append((entry.name, params))
+    return queued
+
+
 def open_study(
     comp: Competition,
     family: str,
@@ -226,7 +246,8 @@ def open_study(
     pruner: str,
     target: int | None,
 ) -> optuna.Study:
-    """Load the family's study, or create it with the default config queued as trial 0.
+    """Load the family's study, or create it with the default config queued as trial 0 and
+    the portfolio's other configurations of the family after it (a warm start).
 
     Creating is atomic in the database: only the worker that created the study queues the
     default, so two workers starting together do not both queue it.
@@ -246,6 +267,8 @@ def open_study(
     study.set_user_attr("metric", comp.metric)
     study.set_user_attr("objective", "fold 0 of the shared folds file")
     study.enqueue_trial(default_params(family, fixed), user_attrs={"default": True})
+    for entry, params in portfolio_params(family, fixed):
+        study.enqueue_trial(params, user_attrs={"portfolio": entry})
     return optuna.load_study(
         study_name=name, storage=storage, sampler=sampler, pruner=make_pruner(pruner)
     )
