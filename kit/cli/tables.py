@@ -143,8 +143,10 @@ def submission_summary(result: SubmissionResult) -> str:
 def plan_table(plan: Plan, outcome: list[dict] | None = None) -> Table:
     """The planner's runs (model, config, epochs, estimated seconds), and with `outcome` what
     each actually took and scored."""
-    title = f"Plan: {len(plan.runs)} runs on {plan.folds} folds, about " + (
-        f"{plan.estimated_seconds:.0f} s of {plan.seconds:.0f} s"
+    title = (
+        f"Plan: {len(plan.runs)} runs on {plan.folds} folds, about "
+        f"{plan.estimated_seconds:.0f} s and {plan.stack_seconds:.0f} s to stack them, "
+        f"of {plan.seconds:.0f} s"
     )
     table = Table(title=title, title_justify="left")
     for name in ("model", "config", "epochs", "seed", "est. s"):
