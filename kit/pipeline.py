@@ -30,7 +30,7 @@ from kit.data.folds import DEFAULT_K, FoldsResult, read_folds_meta, write_folds
 from kit.errors import KitError
 from kit.fetch import FetchResult, fetch
 from kit.planning import Plan
-from kit.planning.stage import make_plan, save_plan, train_plan
+from kit.planning.stage import make_plan, save_plan, train_plan, train_students
 from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
 from kit.submit import SubmissionResult, make_submission
@@ -39,7 +39,7 @@ from kit.training.parallel import FoldPool, default_workers
 from kit.training.runs import RunResult
 from kit.workspace import read_json
 
-STAGES = ("fetch", "plan", "folds", "tune", "stack", "submit")
+STAGES = ("fetch", "plan", "folds", "tune", "pseudo", "stack", "submit")
 FOLDS_ALLOWANCE = 10.0  # seconds the folds stage may take after planning (identity grouping)
 # On a CPU: lenet (fast) and, from 30 minutes on, sp (the seed's Model 1: its 15488 x 500
 # dense layer makes a fold ~6x slower than lenet's at 96 px, measured on this project's VM).
@@ -310,6 +310,32 @@ def _stage(name: str, on_event: OnEvent, seconds: dict[str, float]) -> Iterator[
     on_event(Event(name, "done", 1, 1, f"{seconds[name]:.0f} s"))
 
 
+def pseudo_stage(
+    comp: Competition,
+    run_plan: Plan,
+    runs: list[RunResult],
+    deadline: float,
+    *,
+    best_n: int,
+    features: frozenset[str],
+    device: str | None,
+    on_event: OnEvent,
+    pool: FoldPool | None,
+    notes: list[str],
+) -> tuple[list[RunResult], list[dict[str, Any]]]:
+    """Stack `runs` (the teacher), label what the data lacks from it, train the plan's
+    students on those labels; the students and their outcome rows."""
+    from kit.pseudo import make_pseudo_labels
+
+    teacher = stack(
+        comp, runs, per_family=best_n, features=features, on_event=on_event, warn=notes.append
+    )
+    made = make_pseudo_labels(comp, teacher.stack_id, on_event=on_event)
+    return train_students(
+        comp, run_plan, made.pseudo_id, deadline, device=device, on_event=on_event, pool=pool
+    )
+
+
 def run_pipeline(
     comp: Competition,
     budget_seconds: float,
@@ -325,9 +351,14 @@ def run_pipeline(
     device: str | None = None,
     eight_source: str | None = None,
     message: str = "",
+    pseudo: bool = True,
 ) -> PipelineResult:
-    """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> stack -> submit
-    (uploaded only with `upload`), within about `budget_seconds`."""
+    """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> pseudo ->
+    stack -> submit (uploaded only with `upload`), within about `budget_seconds`.
+
+    With the planner (no `epochs`) and `pseudo`, the plan may hold a pseudo-labelled student
+    of its best run: the other runs are stacked (the teacher), `kit pseudo` labels what the
+    data lacks from that stack, the student trains on it, and the final stack includes it."""
     started = time.monotonic()
     deadline_total = started + budget_seconds
     seconds: dict[str, float] = {}
@@ -358,7 +389,7 @@ def run_pipeline(
                 run_plan = make_plan(
                     comp, left, device=device, families=families,
                     folds=folds or (int(stored["k"]) if stored else None), on_event=on_event,
-                    pool=pool,
+                    pool=pool, pseudo=pseudo,
                 )  # fmt: skip
                 deadline = deadline_total - plan.submit_reserve - run_plan.stack_seconds
         with _stage("folds", on_event, seconds):
@@ -377,6 +408,18 @@ def run_pipeline(
                 notes += [f"not planned: {name}: {why}" for name, why in run_plan.skipped]
             else:  # fixed epochs: search the families, then train the best trials on all folds
                 runs, trials, notes = tune_stage(comp, plan, deadline, k, device, on_event)
+        with _stage("pseudo", on_event, seconds):
+            if run_plan is not None and runs and any(r.student for r in run_plan.runs):
+                final_stack = run_plan.stack_seconds - run_plan.teacher_stack_seconds
+                student_deadline = deadline_total - plan.submit_reserve - final_stack
+                students, rows = pseudo_stage(
+                    comp, run_plan, runs, student_deadline, best_n=best_n,
+                    features=stack_features, device=device, on_event=on_event, pool=pool,
+                    notes=notes,
+                )  # fmt: skip
+                runs, outcome = runs + students, outcome + rows
+                save_plan(comp, run_plan, outcome, budget_seconds)
+                notes += [f"{r['name']}: {r['note']}" for r in rows if r["note"]]
     if made.outdated:
         notes.insert(0, f"the folds file was {made.outdated}")
     with _stage("stack", on_event, seconds):

@@ -244,3 +244,39 @@ def test_expected_scores_interpolate_the_measured_curve() -> None:
     assert entry.expected(8) == pytest.approx(0.6)  # halfway in log(epochs)
     assert entry.expected(100) == pytest.approx(0.4) and entry.expected(1) == pytest.approx(1.0)
     assert PortfolioEntry("y", "lenet").expected(10) == 1.0  # no curve: unknown
+
+
+def test_a_student_of_the_best_run_is_planned_with_its_teachers_stack() -> None:
+    def stack_cost(models: int, folds: int) -> float:
+        return 10.0 * models
+
+    plan = plan_runs(PORTFOLIO, 1800, stack_seconds=stack_cost, student_factor=2.0)
+    (student,) = [r for r in plan.runs if r.student]
+    best = next(r for r in plan.runs if not r.student)
+    assert student.name == f"{best.name}-pseudo" and student.family == best.family
+    assert student.seconds >= 2.0 * best.candidate.cost(student.epochs, plan.folds) / SAFETY
+    teachers = len(plan.runs) - 1
+    assert plan.teacher_stack_seconds == stack_cost(teachers, plan.folds)
+    assert plan.stack_seconds >= stack_cost(teachers + 1, plan.folds) + stack_cost(teachers, 5)
+    assert plan.estimated_seconds + plan.stack_seconds <= 1800
+    assert not any(r.name.startswith(student.name + "-seed") for r in plan.runs)
+    # No room: no student, and said why.
+    tight = plan_runs(PORTFOLIO[:1], 5 * SAFETY * (6 * 10 + 5) * 1.5, student_factor=2.0)
+    assert not any(r.student for r in tight.runs)
+    assert any(name.endswith("-pseudo") for name, _ in tight.skipped)
+
+
+def test_students_wait_for_their_teacher_and_keep_their_time() -> None:
+    plan = plan_runs(
+        [candidate("a", 1.0, 2, max_epochs=2)],
+        1000,
+        fold_choices=(3,),
+        max_seeds=1,
+        student_factor=2.0,
+    )
+    assert [r.student for r in plan.runs] == [False, True]
+    # The first run's slack leaves the student's time alone.
+    first = plan.runs[0]
+    fitted, _ = planning_stage._fit_to_time(first, [plan.runs[1]], first.seconds + 1)
+    assert fitted.epochs == first.epochs
+    assert planning_stage.student_factor(1000, 800, 5) == pytest.approx(2.0)

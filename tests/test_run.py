@@ -243,3 +243,14 @@ def test_kit_run_without_epochs_follows_the_planner(
     (csv_path,) = (submissions / TINY_NAME).glob("*.csv")
     manifest = json.loads(csv_path.with_suffix(".json").read_text())
     assert set(manifest["runs"]) <= {r["run_id"] for r in plan["outcome"]}
+    # The best run's pseudo-labelled student: trained on a stack of the others, then stacked.
+    (student,) = [r for r in plan["outcome"] if r["student"] or r["name"].endswith("-pseudo")]
+    assert student["overrides"]["pseudo"].startswith("pseudo-") and student["run_id"]
+    assert student["run_id"] in manifest["runs"]
+    run = json.loads((comp.workspace.runs / student["run_id"] / "manifest.json").read_text())
+    assert run["pseudo"]["teacher_kind"] == "stack"
+
+    plain = cli("run", TINY_NAME, "--budget", "10m", "--no-pseudo")
+    assert plain.code == 0, plain.err
+    plan = json.loads((comp.workspace.root / "plan.json").read_text())
+    assert not any(r["name"].endswith("-pseudo") for r in plan["outcome"])

@@ -1,4 +1,4 @@
-"""`kit run [COMP]`: fetch -> folds -> tune -> stack -> submit in one go (kit.pipeline).
+"""`kit run [COMP]`: fetch -> folds -> tune -> pseudo -> stack -> submit in one go (kit.pipeline).
 
 Without a competition it runs `kit demo`: the embedded synthetic-faces competition.
 """
@@ -49,6 +49,14 @@ def run_command(
     device: Annotated[
         str | None, typer.Option("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
     ] = None,
+    pseudo: Annotated[
+        bool,
+        typer.Option(
+            "--pseudo/--no-pseudo",
+            help="Plan a student of the best run on pseudo labels from a stack of the others "
+            "when the budget allows (kit pseudo).",
+        ),
+    ] = True,
 ) -> None:
     """Fetch, folds, tune, stack and submit within a time budget (dry run unless --upload)."""
     import optuna
@@ -74,5 +82,6 @@ def run_command(
             epochs=epochs,
             folds=folds,
             device=device,
+            pseudo=pseudo,
         )
     print_pipeline_result(result)

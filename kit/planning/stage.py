@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,10 +40,12 @@ def make_plan(
     folds: int | None,
     on_event: OnEvent,
     pool: FoldPool | None = None,
+    pseudo: bool = False,
 ) -> Plan:
     """Measure every portfolio configuration that suits the device (or `families`) and the
     stack, then plan `seconds` of training and stacking. `folds`: the existing folds file's k,
-    else the planner chooses. With `pool`, configurations are timed in its workers."""
+    else the planner chooses. With `pool`, configurations are timed in its workers. `pseudo`
+    plans a pseudo-labelled student of the best run when it fits."""
     torch_device = resolve_device(device)
     entries = _entries(torch_device.type, families)
     train = KeypointData.load(comp.workspace.train_npz)
@@ -63,11 +65,20 @@ def make_plan(
             on_event(Event("plan", "measure", i + 1, len(entries) + 1, f"timing {entry.name}"))
             measured = measure(comp, entry, train, len(test), torch_device, device_data=data)
             candidates.append(measured)
-    plan = plan_runs(candidates, seconds, fold_choices=choices, stack_seconds=stack_cost)
+    factor = student_factor(len(train), len(test), min(choices)) if pseudo else 0.0
+    plan = plan_runs(
+        candidates, seconds, fold_choices=choices, stack_seconds=stack_cost, student_factor=factor
+    )
     on_event(
         Event("plan", "planned", text=f"{len(plan.runs)} runs on {plan.folds} folds", detail=plan)
     )
     return plan
+
+
+def student_factor(train_rows: int, test_rows: int, folds: int) -> float:
+    """How many times a teacher's epoch a student's takes: it also trains on every test row."""
+    fold_rows = train_rows * (folds - 1) / folds
+    return (fold_rows + test_rows) / fold_rows
 
 
 def _entries(device_type: str, families: list[str] | None) -> list[PortfolioEntry]:
@@ -139,10 +150,41 @@ def train_plan(
 ) -> tuple[list[RunResult], list[dict[str, Any]]]:
     """Train the planned runs in order; a run whose estimate no longer fits before `deadline`
     is skipped (and said so), and time that earlier runs saved widens the next run's epochs.
-    Returns the runs and one outcome row per planned run."""
+    Students are left for `train_students` (their time is kept for them). Returns the runs and
+    one outcome row per planned run that is not a student."""
     if pool is None or pool.workers < 2:
         return _train_in_order(comp, plan, deadline, device, on_event, clock)
     return _train_in_pool(comp, plan, deadline, on_event, clock, pool)
+
+
+PSEUDO_WEIGHT = 0.5  # the pseudo labels' loss weight (benchmarks/pseudo_labels.py)
+
+
+def train_students(
+    comp: Competition,
+    plan: Plan,
+    pseudo_id: str,
+    deadline: float,
+    *,
+    device: str | None,
+    on_event: OnEvent,
+    clock: Callable[[], float] = time.monotonic,
+    pool: FoldPool | None = None,
+) -> tuple[list[RunResult], list[dict[str, Any]]]:
+    """Train the plan's students on the pseudo-label set `pseudo_id`, as `train_plan` does."""
+    students = tuple(
+        replace(
+            r,
+            overrides={**r.overrides, "pseudo": pseudo_id, "pseudo_weight": PSEUDO_WEIGHT},
+            student=False,
+        )
+        for r in plan.runs
+        if r.student
+    )
+    return train_plan(
+        comp, replace(plan, runs=students), deadline, device=device, on_event=on_event,
+        clock=clock, pool=pool,
+    )  # fmt: skip
 
 
 def _fit_to_time(
@@ -165,8 +207,11 @@ def _fit_to_time(
 def _train_in_order(comp, plan, deadline, device, on_event, clock):
     runs, outcome = [], []
     for i, planned in enumerate(plan.runs):
+        if planned.student:
+            continue
         started_at = clock()
-        planned, note = _fit_to_time(planned, list(plan.runs[i + 1 :]), deadline - started_at)
+        later = [r for r in plan.runs[i + 1 :]] + [r for r in plan.runs[:i] if r.student]
+        planned, note = _fit_to_time(planned, later, deadline - started_at)
         if planned is None:
             outcome.append(_row(plan.runs[i], None, 0.0, note))
             continue
@@ -200,9 +245,11 @@ class _PoolSchedule:
     active: list[_Started] = field(default_factory=list)
     results: dict[str, tuple[PlannedRun, RunResult, float]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    reserved: list[PlannedRun] = field(default_factory=list)  # students: their time is kept
 
     def run(self) -> None:
-        self.todo = list(self.plan.runs)
+        self.todo = [r for r in self.plan.runs if not r.student]
+        self.reserved = [r for r in self.plan.runs if r.student]
         while True:
             while self._running() < self.pool.workers and (self._queued() or self.todo):
                 if self._queued() or self._start_next():
@@ -221,7 +268,8 @@ class _PoolSchedule:
         """Start the next planned run; False when it was skipped or found trained."""
         planned = self.todo.pop(0)
         now = self.clock()
-        fitted, self.notes[planned.name] = _fit_to_time(planned, self.todo, self.deadline - now)
+        later = self.todo + self.reserved
+        fitted, self.notes[planned.name] = _fit_to_time(planned, later, self.deadline - now)
         if fitted is None:
             return False
         i = self.plan.runs.index(planned)
@@ -259,6 +307,8 @@ class _PoolSchedule:
     def collect(self) -> tuple[list[RunResult], list[dict[str, Any]]]:
         runs, outcome = [], []
         for planned in self.plan.runs:
+            if planned.student:
+                continue
             note = self.notes.get(planned.name, "")
             if planned.name in self.results:
                 ran, result, seconds = self.results[planned.name]
@@ -286,4 +336,4 @@ def save_plan(comp: Competition, plan: Plan, outcome: list[dict], budget: float)
     )
 
 
-__all__ = ["StackCost", "make_plan", "save_plan", "train_plan"]
+__all__ = ["StackCost", "make_plan", "save_plan", "student_factor", "train_plan", "train_students"]
