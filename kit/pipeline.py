@@ -351,7 +351,7 @@ def run_pipeline(
     device: str | None = None,
     eight_source: str | None = None,
     message: str = "",
-    pseudo: bool = True,
+    pseudo: bool = False,
 ) -> PipelineResult:
     """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> pseudo ->
     stack -> submit (uploaded only with `upload`), within about `budget_seconds`.

@@ -232,7 +232,7 @@ def test_kit_run_without_epochs_follows_the_planner(
         PortfolioEntry("sp-tiny", "sp", {"hidden": 16, "batch_size": 16}, 1, 1),
     ]
     monkeypatch.setattr(planning_stage, "load_portfolio", lambda: tiny)
-    result = cli("run", TINY_NAME, "--budget", "10m")
+    result = cli("run", TINY_NAME, "--budget", "10m", "--pseudo")
     assert result.code == 0, result.err
     plan = json.loads((comp.workspace.root / "plan.json").read_text())
     assert [r["name"] for r in plan["outcome"][:2]] == ["lenet-tiny", "sp-tiny"]
@@ -250,7 +250,7 @@ def test_kit_run_without_epochs_follows_the_planner(
     run = json.loads((comp.workspace.runs / student["run_id"] / "manifest.json").read_text())
     assert run["pseudo"]["teacher_kind"] == "stack"
 
-    plain = cli("run", TINY_NAME, "--budget", "10m", "--no-pseudo")
+    plain = cli("run", TINY_NAME, "--budget", "10m")  # no student by default
     assert plain.code == 0, plain.err
     plan = json.loads((comp.workspace.root / "plan.json").read_text())
     assert not any(r["name"].endswith("-pseudo") for r in plan["outcome"])
