@@ -159,8 +159,11 @@ def test_time_saved_widens_the_next_run_and_a_late_run_is_skipped() -> None:
     assert capped.epochs == 8  # max_epochs
     kept_for_later, _ = planning_stage._fit_to_time(run, [run], 2 * run.seconds + 1)
     assert kept_for_later.epochs == 4  # the slack belongs to the run still to come
-    skipped, note = planning_stage._fit_to_time(run, [], run.seconds - 1)
-    assert skipped is None and note.startswith("skipped")
+    shorter, note = planning_stage._fit_to_time(run, [], run.seconds - 1)
+    assert shorter.epochs == 3 and "1 fewer epochs" in note  # time ran short: down to fit
+    at_minimum = run.with_epochs(2).seconds
+    skipped, note = planning_stage._fit_to_time(run, [], at_minimum - 1)
+    assert skipped is None and note.startswith("skipped")  # not even its minimum fits
 
 
 def test_the_stack_cost_is_measured_and_grows_with_models_and_folds() -> None:
@@ -280,3 +283,12 @@ def test_students_wait_for_their_teacher_and_keep_their_time() -> None:
     fitted, _ = planning_stage._fit_to_time(first, [plan.runs[1]], first.seconds + 1)
     assert fitted.epochs == first.epochs
     assert planning_stage.student_factor(1000, 800, 5) == pytest.approx(2.0)
+
+
+def test_folds_still_owed_to_started_runs_count_against_the_time_left() -> None:
+    plan = plan_runs([candidate("a", 10.0, 2, max_epochs=2)], 1000, fold_choices=(5,))
+    run = plan.runs[0]
+    schedule = planning_stage._PoolSchedule(None, plan, 100.0, print, lambda: 0.0, None)
+    started = planning_stage._Started(run, None, 0.0, queued=[3, 4], running={"f": 2})
+    schedule.active.append(started)
+    assert schedule._in_flight() == pytest.approx(run.seconds * 3 / 5)

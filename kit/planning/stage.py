@@ -191,17 +191,23 @@ def _fit_to_time(
     planned: PlannedRun, later: list[PlannedRun], left: float
 ) -> tuple[PlannedRun | None, str]:
     """The run as it should start with `left` seconds to go and `later` runs still to come:
-    None when it no longer fits; longer (up to its max_epochs) when time was saved."""
-    if planned.seconds > left:
-        return None, f"skipped: {left:.0f} s were left"
+    longer (up to its max_epochs) when time was saved; shorter (down to its min_epochs) when
+    time ran short; None when not even its minimum fits."""
     if planned.candidate is None:
-        return planned, ""
+        return (planned, "") if planned.seconds <= left else (None, f"skipped: {left:.0f} s left")
     slack = left - sum(r.seconds for r in later)
-    epochs = planned.candidate.epochs_within(slack, planned.folds)
-    epochs = min(planned.max_epochs, max(planned.epochs, epochs))
+    epochs = min(
+        planned.max_epochs,
+        max(planned.epochs, planned.candidate.epochs_within(slack, planned.folds)),
+    )
     if epochs > planned.epochs:
         return planned.with_epochs(epochs), f"{epochs - planned.epochs} more epochs (time saved)"
-    return planned, ""
+    if planned.seconds <= left:
+        return planned, ""
+    fits = min(planned.epochs, planned.candidate.epochs_within(left, planned.folds))
+    if fits < planned.candidate.entry.min_epochs:
+        return None, f"skipped: {left:.0f} s were left"
+    return planned.with_epochs(fits), f"{planned.epochs - fits} fewer epochs (time ran short)"
 
 
 def _train_in_order(comp, plan, deadline, device, on_event, clock):
@@ -258,6 +264,15 @@ class _PoolSchedule:
                 return
             self._collect_done(self.pool.wait_any([f for s in self.active for f in s.running]))
 
+    def _in_flight(self) -> float:
+        """The estimated seconds still owed to started runs (their unfinished folds' share of
+        the estimate; a running fold counts whole): the pool is not free for a new run yet."""
+        owed = 0.0
+        for started in self.active:
+            unfinished = len(started.queued) + len(started.running)
+            owed += started.planned.seconds * unfinished / max(1, started.planned.folds)
+        return owed
+
     def _running(self) -> int:
         return sum(len(s.running) for s in self.active)
 
@@ -269,7 +284,8 @@ class _PoolSchedule:
         planned = self.todo.pop(0)
         now = self.clock()
         later = self.todo + self.reserved
-        fitted, self.notes[planned.name] = _fit_to_time(planned, later, self.deadline - now)
+        left = self.deadline - now - self._in_flight()
+        fitted, self.notes[planned.name] = _fit_to_time(planned, later, left)
         if fitted is None:
             return False
         i = self.plan.runs.index(planned)
