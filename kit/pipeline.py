@@ -380,8 +380,8 @@ def run_pipeline(
     outcome: list[dict[str, Any]] = []
     with ExitStack() as resources:
         pool = None
-        if epochs is None and default_workers(resolve_device(device).type) > 1:
-            workers = default_workers("cpu")
+        workers = default_workers(resolve_device(device).type) if epochs is None else 1
+        if workers > 1:
             pool = resources.enter_context(FoldPool(comp, workers, on_event=on_event))
         with _stage("plan", on_event, seconds):
             if epochs is None:  # the planner decides what to train (kit run's default)

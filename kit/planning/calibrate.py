@@ -15,9 +15,8 @@ from kit.planning.planner import SAFETY, Candidate
 from kit.planning.portfolio import PortfolioEntry
 from kit.stack.boosting import StackSettings, stack_coordinate
 from kit.stack.features import FEATURE_SETS, Features, ImagePCA
-from kit.stack.meta import available_workers
 from kit.training.config import resolve_config
-from kit.training.device import DeviceData
+from kit.training.device import DeviceData, available_cpus
 from kit.training.loop import Trainer
 from kit.training.predict import predict_rows
 
@@ -150,4 +149,4 @@ def measure_stack(
     shares = np.repeat(labelled / max(1, labelled[probe]), 2)
     two, three = (train_f.coordinate([0] * m, probe, 0, features)[1].shape[1] for m in (2, 3))
     columns = (float(2 * two - three), float(three - two))
-    return StackCost(fixed, coordinate, tuple(shares.tolist()), columns, available_workers())
+    return StackCost(fixed, coordinate, tuple(shares.tolist()), columns, available_cpus())

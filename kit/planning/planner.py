@@ -177,28 +177,36 @@ def _plan_at(
     skipped: list[tuple[str, str]] = []
     left = seconds
     for c, why_not in _ordered(candidates, seconds, folds):
-        need = c.cost(c.entry.min_epochs, folds)
         if why_not:
             skipped.append((c.entry.name, why_not))
-        elif need <= left:
-            chosen.append((c, c.entry.min_epochs))
-            left -= need
         else:
-            why = f"its {c.entry.min_epochs} minimum epochs on {folds} folds take {need:.0f} s"
-            skipped.append((c.entry.name, f"{why}; {left:.0f} s were left"))
+            left = _take_at_minimum(c, left, folds, chosen, skipped)
     if student_factor > 0 and chosen:
-        student = _student_of(chosen[0][0], student_factor)
-        need = student.cost(student.entry.min_epochs, folds)
-        if need <= left:
-            chosen.append((student, student.entry.min_epochs))
-            left -= need
-        else:
-            why = f"its {student.entry.min_epochs} minimum epochs take {need:.0f} s"
-            skipped.append((student.entry.name, f"{why}; {left:.0f} s were left"))
+        left = _take_at_minimum(
+            _student_of(chosen[0][0], student_factor), left, folds, chosen, skipped
+        )
     chosen, left = _widen(chosen, left, folds)
     runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
     runs += _extra_seeds(chosen, left, folds, max_seeds)
     return Plan(folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped))
+
+
+def _take_at_minimum(
+    c: Candidate,
+    left: float,
+    folds: int,
+    chosen: list[tuple[Candidate, int]],
+    skipped: list[tuple[str, str]],
+) -> float:
+    """Choose `c` at its minimum epochs if that fits `left`, else record why not; the time
+    left after it."""
+    need = c.cost(c.entry.min_epochs, folds)
+    if need <= left:
+        chosen.append((c, c.entry.min_epochs))
+        return left - need
+    why = f"its {c.entry.min_epochs} minimum epochs on {folds} folds take {need:.0f} s"
+    skipped.append((c.entry.name, f"{why}; {left:.0f} s were left"))
+    return left
 
 
 def _student_of(teacher: Candidate, factor: float) -> Candidate:

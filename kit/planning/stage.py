@@ -108,9 +108,7 @@ def _measure_in_workers(
 ) -> list[Candidate]:
     """Each entry timed in every worker at once; the mean, for `pool.workers` folds at once."""
     futures = [pool.call(_measure_all, entries, test_rows) for _ in range(pool.workers)]
-    pending = set(futures)
-    while pending:
-        pending -= pool.wait_any(pending)
+    pool.wait_all(futures)
     timings = [f.result() for f in futures]
     return [
         Candidate(
@@ -216,7 +214,7 @@ def _train_in_order(comp, plan, deadline, device, on_event, clock):
         if planned.student:
             continue
         started_at = clock()
-        later = [r for r in plan.runs[i + 1 :]] + [r for r in plan.runs[:i] if r.student]
+        later = [r for j, r in enumerate(plan.runs) if j > i or r.student]  # students wait
         planned, note = _fit_to_time(planned, later, deadline - started_at)
         if planned is None:
             outcome.append(_row(plan.runs[i], None, 0.0, note))

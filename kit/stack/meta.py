@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from kit.stack.picking import (
     pick_methods,
     row_losses,
 )
+from kit.training.device import available_cpus
 
 
 @dataclass
@@ -106,7 +106,7 @@ def stack_predictions(
 
     # Coordinates are independent: fitted side by side (LightGBM and numpy release the GIL),
     # collected in order, so the result does not depend on the number of workers.
-    with ThreadPoolExecutor(settings.workers or available_workers()) as pool:
+    with ThreadPoolExecutor(settings.workers or available_cpus()) as pool:
         futures = [pool.submit(fit_coordinate, k, axis) for k, axis in jobs]
         for step, ((k, axis), future) in enumerate(zip(jobs, futures, strict=True)):
             name = comp.keypoint_names[k]
@@ -123,14 +123,6 @@ def stack_predictions(
     outcome = _assemble(comp, data, folds, bases, covered, oof, test)
     outcome.ridge_weights, outcome.fallbacks, outcome.rounds = ridge_weights, fallbacks, rounds
     return outcome
-
-
-def available_workers() -> int:
-    """Coordinates fitted at once: the CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def row_weight(comp: Competition, data: KeypointData) -> np.ndarray:

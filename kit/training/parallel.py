@@ -148,13 +148,17 @@ class FoldPool:
             if done:
                 return done
 
+    def wait_all(self, futures: Iterable[Future]) -> None:
+        """Block until every one of `futures` is done (forwarding events meanwhile)."""
+        pending = set(futures)
+        while pending:
+            pending -= self.wait_any(pending)
+
     def train_folds(self, spec: RunSpec, folds: list[int]) -> list[int]:
         """Train `folds` of one run, `workers` at a time; the folds trained. A fold that fails
         raises its error here after the others have finished (their work is kept)."""
         futures = {self.submit(spec, fold): fold for fold in folds}
-        pending = set(futures)
-        while pending:
-            pending -= self.wait_any(pending)
+        self.wait_all(futures)
         for future in futures:
             future.result()  # re-raise a worker's error (KitError pickles with its message)
         return sorted(futures.values())
