@@ -130,6 +130,9 @@ def test_a_broken_portfolio_is_named(tmp_path) -> None:
     path.write_text('[[config]]\nname = "y"\n')  # no family
     with pytest.raises(KitError, match=r"portfolio entry y: 'family'"):
         load_portfolio(path)
+    path.write_text('[[config]]\nname = "z"\nfamily = "lenet"\ncurve = [[8, 0.5], [4, 0.6]]\n')
+    with pytest.raises(KitError, match=r"portfolio entry z: curve .* epochs rising"):
+        load_portfolio(path)  # a learning curve must rise in epochs
     path.write_text("[[config]\n")
     with pytest.raises(KitError, match="cannot read the portfolio"):
         load_portfolio(path)

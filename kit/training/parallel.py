@@ -1,10 +1,9 @@
 """Several folds at once in worker processes, each with its share of the CPU's threads.
 
-Why: on this project's 2-core VM a heatmap training step took 181 ms with 2 torch threads and
-157 ms with 1, and two 1-thread processes side by side still took 150-157 ms each. Two folds of
-a short run, worker start-up included, trained 1.53x as fast as in one process on both cores
-(resnet 1.16x, lenet 1.05x). Small convolutions split badly over threads; separate folds share
-nothing (benchmarks/fold_workers.py, docs/benchmarks.md "Fold workers").
+Why: on this project's 2-core VM two folds of a short run, worker start-up included, trained
+1.53x as fast as in one process on both cores (resnet 1.16x, lenet 1.05x): small convolutions
+split badly over threads, and separate folds share nothing (benchmarks/fold_workers.py,
+docs/benchmarks.md "Fold workers").
 
 Workers are spawned (never forked: torch's thread pools do not survive a fork), get the
 competition pickled, load the arrays from the work folder, and write each fold's files
