@@ -1,16 +1,17 @@
-"""`kit run` as a library call: fetch -> folds -> tune -> stack -> submit within a time budget.
+"""`kit run` as a library call: fetch -> plan -> folds -> tune -> pseudo -> stack -> submit
+within a time budget.
 
-How the budget is spent (`plan_budget`): fetch and folds take what they take (seconds, or a
-no-op when up to date). The stack and the submission get a reserve estimated from the data size.
-What is left goes to the Optuna search (fold 0 of each trial, one family after the other) and to
-training the best trials on all folds, which `kit stack` needs. The search goes on while the
-time left holds another trial of the family besides the final trainings that would be chosen
-if it stopped now (`finals_seconds`). The final trainings are chosen greedily: each family's
-best trial first (best fold-0 score first), then second-best trials, each only if its
-estimated cost ((K - 1) x its fold-0 seconds) still fits. The single
-best trial overall is always trained, so there is something to stack and submit even when the
-budget is too small. A trial that has started runs to its end, so a budget can be overrun by
-about one trial.
+By default the planner spends the budget (kit.planning): it times the portfolio and the stack
+here, plans the runs, their epochs and folds, trains them, then spends the time the plan held
+for a search (fold-0 trials of the best run's family; the winner on all folds) and for seeds.
+The stack's time is measured and reserved; the submission gets a fixed reserve.
+
+With fixed `epochs` (`kit run --epochs N`) the older rule applies: an Optuna search of the
+families (fold 0 of each trial, one family after the other) while the time left holds another
+trial besides the final trainings that would be chosen if it stopped now (`finals_seconds`);
+then the best trials on all folds, each family's best first, each only if its estimated cost
+((K - 1) x its fold-0 seconds) still fits. The single best trial is always trained, so there is
+something to stack even when the budget is too small; a started trial runs to its end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kit.data.folds import DEFAULT_K, FoldsResult, read_folds_meta, write_folds
 from kit.errors import KitError
 from kit.fetch import FetchResult, fetch
 from kit.planning import Plan
+from kit.planning.search import search_after_plan
 from kit.planning.stage import make_plan, save_plan, train_plan, train_students
 from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
@@ -400,6 +402,13 @@ def run_pipeline(
                 runs, outcome = train_plan(
                     comp, run_plan, deadline, device=device, on_event=on_event, pool=pool
                 )
+                if run_plan.search is not None:
+                    students = sum(r.seconds for r in run_plan.runs if r.student)
+                    found, rows = search_after_plan(
+                        comp, run_plan, runs, outcome, deadline - students, device=device,
+                        on_event=on_event, pool=pool,
+                    )  # fmt: skip
+                    runs, outcome = runs + found, outcome + rows
                 save_plan(comp, run_plan, outcome, budget_seconds)
                 trials, notes = (
                     pd.DataFrame(),

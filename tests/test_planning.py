@@ -11,7 +11,7 @@ from kit.competition import load_competition
 from kit.models import list_models
 from kit.planning import MIN_MODELS, Candidate, PortfolioEntry, load_portfolio, plan_runs
 from kit.planning import stage as planning_stage
-from kit.planning.planner import SAFETY
+from kit.planning.planner import MAX_SEARCH_TRIALS, MIN_SEARCH_TRIALS, SAFETY
 
 
 def candidate(name: str, epoch_s: float, min_epochs: int, max_epochs: int = 30) -> Candidate:
@@ -295,3 +295,38 @@ def test_folds_still_owed_to_started_runs_count_against_the_time_left() -> None:
     started = planning_stage._Started(run, None, 0.0, queued=[3, 4], running={"f": 2})
     schedule.active.append(started)
     assert schedule._in_flight() == pytest.approx(run.seconds * 3 / 5)
+
+
+def test_time_left_at_the_maximum_epochs_buys_a_search_before_seeds() -> None:
+    a, b = candidate("a", 1.0, 2, max_epochs=4), candidate("b", 1.0, 2, max_epochs=3)
+    trial, final = a.cost(4, 1), a.cost(4, 4)
+    at_max = a.cost(4, 5) + b.cost(3, 5)
+    # Room for the runs at their maximum and fewer than MIN_SEARCH_TRIALS trials: no search
+    # (a seed, which fits there, is still bought).
+    short = plan_runs([a, b], at_max + final + (MIN_SEARCH_TRIALS - 0.5) * trial, (5,))
+    assert short.search is None and [r.name for r in short.runs] == ["a", "b", "a-seed1"]
+    # Room for a search of 6 trials (the first run's family, at its epochs), no seed.
+    six = plan_runs([a, b], at_max + final + 6.5 * trial, (5,))
+    assert [(r.name, r.epochs) for r in six.runs] == [("a", 4), ("b", 3)]
+    assert (six.search.base, six.search.epochs, six.search.trials) == ("a", 4, 6)
+    assert six.search.seconds == pytest.approx(6 * trial + final)
+    assert six.estimated_seconds <= six.seconds and six.models == 3
+    # Seeds only once the search is at its widest.
+    wide = plan_runs([a, b], at_max + final + (MAX_SEARCH_TRIALS + 1) * trial + a.cost(4, 5), (5,))
+    assert wide.search.trials == MAX_SEARCH_TRIALS
+    assert [r.name for r in wide.runs] == ["a", "b", "a-seed1"]
+
+
+def test_no_search_while_the_runs_can_still_widen() -> None:
+    plan = plan_runs(PORTFOLIO, 1800)
+    assert plan.search is None and any(r.epochs < r.max_epochs for r in plan.runs)
+    assert plan_runs([candidate("a", 1.0, 2, max_epochs=4)], 1000, (1,)).search is None
+
+
+def test_seeds_leave_the_search_its_time_and_first_runs_do_not() -> None:
+    a = candidate("a", 1.0, 2, max_epochs=4)
+    plan = plan_runs([a], a.cost(4, 5) * 2 + a.cost(4, 4) + 17 * a.cost(4, 1), (5,))
+    first, seed = plan.runs
+    assert plan.search is not None and seed.seed == 1
+    assert planning_stage._held(plan, first) == 0.0
+    assert planning_stage._held(plan, seed) == plan.search.seconds

@@ -27,7 +27,7 @@ from kit.pipeline import (
     search_round_robin,
     stack_seconds_estimate,
 )
-from kit.planning import PortfolioEntry
+from kit.planning import PortfolioEntry, planner
 from kit.planning import stage as planning_stage
 from kit.workspace import SUBMISSIONS_ENV
 
@@ -232,11 +232,18 @@ def test_kit_run_without_epochs_follows_the_planner(
         PortfolioEntry("sp-tiny", "sp", {"hidden": 16, "batch_size": 16}, 1, 1),
     ]
     monkeypatch.setattr(planning_stage, "load_portfolio", lambda: tiny)
+    monkeypatch.setattr(planner, "MIN_SEARCH_TRIALS", 1)  # a search of one trial: quick
+    monkeypatch.setattr(planner, "MAX_SEARCH_TRIALS", 1)
     result = cli("run", TINY_NAME, "--budget", "10m", "--pseudo")
     assert result.code == 0, result.err
     plan = json.loads((comp.workspace.root / "plan.json").read_text())
     assert [r["name"] for r in plan["outcome"][:2]] == ["lenet-tiny", "sp-tiny"]
-    assert all(r["run_id"] and r["cv"] > 0 and r["epochs"] == 1 for r in plan["outcome"])
+    # The time left after the runs at their max_epochs: a search of the best run's family.
+    assert plan["search"]["family"] == plan["outcome"][0]["family"]
+    (searched,) = [r for r in plan["outcome"] if "-search" in r["name"]]
+    assert "1 trials" in searched["note"] or "2 trials" in searched["note"], searched
+    trained = [r for r in plan["outcome"] if r is not searched]
+    assert all(r["run_id"] and r["cv"] > 0 and r["epochs"] == 1 for r in trained)
     assert plan["estimated_seconds"] <= plan["seconds_for_runs"]
     text = " ".join(result.out.split())
     assert "Plan: " in " ".join(result.err.split()) and "actual s" in text

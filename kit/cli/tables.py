@@ -155,6 +155,8 @@ def plan_table(plan: Plan, outcome: list[dict] | None = None) -> Table:
         for name in ("actual s", "CV", "note"):
             table.add_column(name, justify="left" if name == "note" else "right")
     rows = outcome if outcome is not None else [r.describe() for r in plan.runs]
+    if outcome is None and plan.search is not None:
+        rows.append(_search_row(plan))
     for row in rows:
         config = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
         cells = [row["name"], config, str(row["epochs"]), str(row["seed"])]
@@ -167,6 +169,19 @@ def plan_table(plan: Plan, outcome: list[dict] | None = None) -> Table:
         table.caption = "not planned: " + "; ".join(f"{n} ({why})" for n, why in plan.skipped)
         table.caption_justify = "left"
     return table
+
+
+def _search_row(plan: Plan) -> dict:
+    """The plan's search as a table row: its trials on fold 0, then the winner on all folds."""
+    assert plan.search is not None
+    search = plan.search
+    return {
+        "name": f"{search.base}-search",
+        "overrides": {"trials": f"{search.trials} on fold 0, the winner on {search.folds} folds"},
+        "epochs": search.epochs,
+        "seed": 0,
+        "estimated_seconds": search.seconds,
+    }
 
 
 class PipelineView:

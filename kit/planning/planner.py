@@ -13,7 +13,14 @@ The stack's time is reserved first, from its measured cost for the plan's models
    more models;
 4. spread the time left one epoch at a time over the chosen runs, to the run whose curve gains
    most per second (in order when no curve says), up to each one's `max_epochs`;
-5. time still left buys another seed of the best configurations (a new run each).
+5. time still left buys a search (`PlannedSearch`): fold-0 trials of the first chosen run's
+   family at its epochs, from its Optuna study (the run's own config is trial 0, reused), and
+   the winner on all folds when it beats that config: a new base model. It needs room for
+   `MIN_SEARCH_TRIALS` new trials besides the winner's other folds, and takes at most
+   `MAX_SEARCH_TRIALS`;
+6. time still left after that buys another seed of the chosen configurations (a new run each).
+   Seeds come only once the search is at its widest: a searched config adds a new base model
+   where a seed repeats one.
 With `student_factor`, a pseudo-labelled student of the first chosen run is planned after the
 minimum epochs (step 3), before any widening: on fkd-proxy a lenet student of a 3-model stack
 scored public 2.006 against 2.365 without pseudo labels (docs/benchmarks.md, "Pseudo labels").
@@ -31,6 +38,8 @@ FOLD_CHOICES = (5, 3)
 SAFETY = 1.1  # estimates are padded: a budget is a promise
 # Expected score at most this share of the mean shape's: "clearly better" (25 % lower error).
 CLEAR_GAIN = 0.75
+MIN_SEARCH_TRIALS = 4  # fewer new trials than this are not a search (TPE starts at random)
+MAX_SEARCH_TRIALS = 16  # more time than this buys seeds instead
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,33 @@ class PlannedRun:
 
 
 @dataclass(frozen=True)
+class PlannedSearch:
+    """Fold-0 trials of the `base` run's family at its epochs, then the best trial on all
+    folds if it beats the base config (kit.planning.search)."""
+
+    base: str  # the planned run whose family and epochs are searched
+    family: str
+    epochs: int
+    trials: int  # new trials (the base config is trial 0: its fold 0 is reused)
+    trial_seconds: float  # estimated, one trial, `workers` of them side by side
+    final_seconds: float  # estimated: the winner's other folds
+    folds: int = 5
+
+    @property
+    def seconds(self) -> float:
+        return self.trials * self.trial_seconds + self.final_seconds
+
+    def describe(self) -> dict:
+        return {
+            "base": self.base,
+            "family": self.family,
+            "epochs": self.epochs,
+            "trials": self.trials,
+            "estimated_seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass(frozen=True)
 class Plan:
     folds: int
     seconds: float  # the time the runs may take
@@ -95,10 +131,20 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     stack_seconds: float = 0.0  # reserved for the stack, out of the time given to the planner
     teacher_stack_seconds: float = 0.0  # the part of it for a student's teacher (before it)
+    search: PlannedSearch | None = None  # after the runs, in the time they leave
 
     @property
     def estimated_seconds(self) -> float:
-        return sum(r.seconds for r in self.runs)
+        return sum(r.seconds for r in self.runs) + self.search_seconds
+
+    @property
+    def search_seconds(self) -> float:
+        return self.search.seconds if self.search else 0.0
+
+    @property
+    def models(self) -> int:
+        """Base models for the stack: the runs, and the search's winner."""
+        return len(self.runs) + (1 if self.search else 0)
 
     def describe(self) -> dict:
         return {
@@ -107,6 +153,7 @@ class Plan:
             "stack_seconds": round(self.stack_seconds, 1),
             "estimated_seconds": round(self.estimated_seconds, 1),
             "runs": [r.describe() for r in self.runs],
+            "search": self.search.describe() if self.search else None,
             "skipped": [{"name": n, "why": w} for n, w in self.skipped],
         }
 
@@ -159,7 +206,7 @@ def _plan_with_stack(
         plan = _plan_at(candidates, left, folds, max_seeds, student_factor)
         teachers = [r for r in plan.runs if not r.student]
         teacher = stack_seconds(len(teachers), folds) if len(teachers) < len(plan.runs) else 0.0
-        need = stack_seconds(max(1, len(plan.runs)), folds) + teacher
+        need = stack_seconds(max(1, plan.models), folds) + teacher
         if need <= reserve:
             break
         reserve = need
@@ -187,8 +234,25 @@ def _plan_at(
         )
     chosen, left = _widen(chosen, left, folds)
     runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
+    search = _search(chosen, left, folds)
+    left -= search.seconds if search else 0.0
     runs += _extra_seeds(chosen, left, folds, max_seeds)
-    return Plan(folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped))
+    return Plan(
+        folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped), search=search
+    )
+
+
+def _search(chosen: list[tuple[Candidate, int]], left: float, folds: int) -> PlannedSearch | None:
+    """A search of the first chosen run's family, as wide as `left` allows (rule 5)."""
+    base = next(((c, e) for c, e in chosen if not c.student), None)
+    if base is None or folds < 2:
+        return None
+    c, epochs = base
+    trial, final = c.cost(epochs, 1), c.cost(epochs, folds - 1)
+    trials = min(MAX_SEARCH_TRIALS, int((left - final) // trial)) if trial > 0 else 0
+    if trials < MIN_SEARCH_TRIALS:
+        return None
+    return PlannedSearch(c.entry.name, c.entry.family, epochs, trials, trial, final, folds)
 
 
 def _take_at_minimum(

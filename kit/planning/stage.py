@@ -148,7 +148,8 @@ def train_plan(
 ) -> tuple[list[RunResult], list[dict[str, Any]]]:
     """Train the planned runs in order; a run whose estimate no longer fits before `deadline`
     is skipped (and said so), and time that earlier runs saved widens the next run's epochs.
-    Students are left for `train_students` (their time is kept for them). Returns the runs and
+    Students are left for `train_students` (their time is kept for them), the search for
+    `kit.planning.search` (seeds keep its time). Returns the runs and
     one outcome row per planned run that is not a student."""
     if pool is None or pool.workers < 2:
         return _train_in_order(comp, plan, deadline, device, on_event, clock)
@@ -180,7 +181,7 @@ def train_students(
         if r.student
     )
     return train_plan(
-        comp, replace(plan, runs=students), deadline, device=device, on_event=on_event,
+        comp, replace(plan, runs=students, search=None), deadline, device=device, on_event=on_event,
         clock=clock, pool=pool,
     )  # fmt: skip
 
@@ -208,6 +209,12 @@ def _fit_to_time(
     return planned.with_epochs(fits), f"{planned.epochs - fits} fewer epochs (time ran short)"
 
 
+def _held(plan: Plan, planned: PlannedRun) -> float:
+    """Time `planned` must leave to the plan's search: a seed's (planned after the search, in
+    the time it left), never a first run's (the search builds on those)."""
+    return plan.search_seconds if planned.seed > 0 else 0.0
+
+
 def _train_in_order(comp, plan, deadline, device, on_event, clock):
     runs, outcome = [], []
     for i, planned in enumerate(plan.runs):
@@ -215,7 +222,7 @@ def _train_in_order(comp, plan, deadline, device, on_event, clock):
             continue
         started_at = clock()
         later = [r for j, r in enumerate(plan.runs) if j > i or r.student]  # students wait
-        planned, note = _fit_to_time(planned, later, deadline - started_at)
+        planned, note = _fit_to_time(planned, later, deadline - started_at - _held(plan, planned))
         if planned is None:
             outcome.append(_row(plan.runs[i], None, 0.0, note))
             continue
@@ -282,7 +289,7 @@ class _PoolSchedule:
         planned = self.todo.pop(0)
         now = self.clock()
         later = self.todo + self.reserved
-        left = self.deadline - now - self._in_flight()
+        left = self.deadline - now - self._in_flight() - _held(self.plan, planned)
         fitted, self.notes[planned.name] = _fit_to_time(planned, later, left)
         if fitted is None:
             return False
