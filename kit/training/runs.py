@@ -207,7 +207,10 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         keypoints[train_rows] = filled
         imputed = {"filled": int(mask.sum()), "fits": imputer.summary(comp.keypoint_names)}
     device_data, keypoints, extra_rows, pseudo = _fold_data(ctx, fold, keypoints, train_rows)
-    sources = _device_row_sources(ctx)
+    sources = _device_row_sources(ctx)  # None unless each label source has a head
+    routing = ctx.routing
+    val_sources = None if routing is None else routing.train[val_rows]
+    test_sources = None if routing is None else routing.test
     val_truth = ctx.data.subset(val_rows)  # the true labels: the fold is scored on them only
     oof_parts, test_parts, states, subs = {}, {}, {}, {}
     for index, sub in enumerate(plan.submodels):
@@ -233,18 +236,13 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
             predict_rows, result.model, device=ctx.device, batch_size=batch, flip_perm=perm,
             speed=result.speed,
         )  # fmt: skip
-        routing = ctx.routing
-        oof_parts[sub.name] = sub.pick(
-            predict(ctx.images, val_rows), None if routing is None else routing.train[val_rows]
-        )
-        test_parts[sub.name] = sub.pick(
-            predict(ctx.test_images, None), None if routing is None else routing.test
-        )
+        oof_parts[sub.name] = sub.pick(predict(ctx.images, val_rows), val_sources)
+        test_parts[sub.name] = sub.pick(predict(ctx.test_images, None), test_sources)
         states[sub.name] = {k: v.cpu() for k, v in result.model.state_dict().items()}
         subs[sub.name] = {
             "seed": seed,
             "train_rows": len(rows),
-            **({} if sources is None else {"source_rows": routing.counts(sources[rows])}),
+            **({} if routing is None else {"source_rows": routing.counts(sources[rows])}),
             "best_epoch": result.best_epoch,
             "best_val_score": result.best_score,
             "kept_epoch": result.kept_epoch,
