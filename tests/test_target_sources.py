@@ -9,6 +9,7 @@ OOF, sources removes it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import types
 from pathlib import Path
@@ -23,6 +24,7 @@ from kit.data.arrays import KeypointData
 from kit.data.folds import write_folds
 from kit.errors import KitError
 from kit.fetch import fetch
+from kit.pseudo import make_pseudo_labels
 from kit.training.flip import flip_permutation
 from kit.training.predict import predict_rows
 from kit.training.runs import load_fold_model, train_run
@@ -61,8 +63,9 @@ def tiny_competition(root: Path, monkeypatch: pytest.MonkeyPatch) -> Competition
 
 
 def tiny_run(comp: Competition, target_set: str, **kwargs) -> kit.training.runs.RunResult:
+    overrides = {**TINY_SP, **kwargs.pop("overrides", {})}
     kwargs = {"epochs": 2, "pictures": False, "device": "cpu", **kwargs}
-    return train_run(comp, "sp", TINY_SP, target_set=target_set, **kwargs)
+    return train_run(comp, "sp", overrides, target_set=target_set, **kwargs)
 
 
 def mask(*names: str) -> np.ndarray:
@@ -235,6 +238,8 @@ def offset_competition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Compe
 def test_sources_remove_an_offset_between_annotations_that_masked_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two annotations OFFSET_PX apart on the four keypoints both label: masked's OOF keeps
+    the disagreement (its one head predicts between them), sources' OOF does not."""
     comp = offset_competition(tmp_path, monkeypatch)
     data = KeypointData.load(comp.workspace.train_npz)
     source = Heads.of(comp).assign(np.isfinite(data.keypoints).all(axis=2))
@@ -311,7 +316,36 @@ def test_train_sources_end_to_end_with_the_cli(
     test_out = predict_rows(
         model, torch.from_numpy(test.images).unsqueeze(1), None, cpu, flip_perm=perm
     )
-    fold_test = plan.heads.pick(test_out, routed.test, tuple(range(15)))
-    np.testing.assert_allclose(
-        fold_test[routed.test == EIGHT][:, four], test_out[routed.test == EIGHT][:, :4], atol=1e-5
-    )
+    with np.load(run.path / "fold-0.npz") as fold:
+        fold_test = fold["test"]  # (M, 15, 2): what fold 0 predicted for the test images
+    eight, full = routed.test == EIGHT, routed.test == FULL
+    assert eight.sum() == 6 and full.sum() == 3
+    np.testing.assert_allclose(fold_test[eight][:, four], test_out[eight][:, :4], atol=1e-4)
+    np.testing.assert_allclose(fold_test[full], test_out[full][:, 4:], atol=1e-4)
+
+
+def test_a_sources_run_teaches_strictly_and_a_sources_student_trains_on_its_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A strict pseudo-label set rebuilds each fold model's routed predictions (fold k's test
+    labels are what the run's fold k predicted), and a student with heads trains on them: the
+    test rows train too, each in its routed source's head."""
+    comp = tiny_competition(tmp_path, monkeypatch)
+    write_folds(comp, k=3)
+    teacher = tiny_run(comp, "sources", epochs=1)
+    strict = make_pseudo_labels(comp, teacher.run_id, strict=True, device="cpu")
+    with np.load(teacher.path / "fold-1.npz") as fold:
+        np.testing.assert_allclose(strict.fold_labels(1)[1], fold["test"], atol=1e-4)
+    student = tiny_run(comp, "sources", epochs=1, folds=1, overrides={"pseudo": strict.pseudo_id})
+    record = json.loads((student.path / "fold-0.done.json").read_text())
+    main = record["submodels"]["main"]
+    assert record["pseudo"]["test_rows"] == N_TEST
+    data = KeypointData.load(comp.workspace.train_npz)
+    routed = route(comp, Heads.of(comp), data, KeypointData.load(comp.workspace.test_npz))
+    train_rows = student.oof_folds != 0  # fold 0 trains on the other folds' rows
+    assert main["source_rows"] == {
+        name: int(
+            np.count_nonzero(routed.train[train_rows] == h) + np.count_nonzero(routed.test == h)
+        )
+        for h, name in enumerate(("eight", "full"))
+    }  # the 6 test images that ask the eight's 8 values train in the eight head, 3 in full
