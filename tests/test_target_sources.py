@@ -181,6 +181,7 @@ def test_the_plan_round_trips_through_its_description() -> None:
     assert described["submodels"][0]["heads"] == {
         "names": ["eight", "full"],
         "keypoints": [sorted(FKD.subset_indices("eight")), list(range(15))],
+        "num_keypoints": 15,
     }
     assert TargetPlan.from_description(described) == plan
     # A plan without heads describes itself as before (its old run ids stay meaningful).

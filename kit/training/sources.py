@@ -148,12 +148,17 @@ class Heads:
         return np.take_along_axis(pred, index[..., None], axis=1)
 
     def describe(self) -> dict[str, Any]:
-        return {"names": list(self.names), "keypoints": [list(ks) for ks in self.keypoints]}
+        """As JSON (part of a run's plan); `from_description` reads it back."""
+        return {
+            "names": list(self.names),
+            "keypoints": [list(ks) for ks in self.keypoints],
+            "num_keypoints": self.num_keypoints,
+        }
 
     @classmethod
-    def from_description(cls, described: dict[str, Any], num_keypoints: int) -> Heads:
+    def from_description(cls, described: dict[str, Any]) -> Heads:
         keypoints = tuple(tuple(ks) for ks in described["keypoints"])
-        return cls(tuple(described["names"]), keypoints, num_keypoints)
+        return cls(tuple(described["names"]), keypoints, int(described["num_keypoints"]))
 
 
 def _source_keypoints(comp: Competition, spec: str) -> tuple[int, ...]:

@@ -102,14 +102,13 @@ class TargetPlan:
     @classmethod
     def from_description(cls, described: dict) -> TargetPlan:
         """The plan that `describe` wrote (a run manifest's ``plan``)."""
-        width = int(described.get("num_keypoints", 0))  # written with heads only
         subs = tuple(
             SubModel(
                 s["name"],
                 tuple(s["keypoints"]),
                 tuple(s["contributes"]),
                 bool(s["complete_rows_only"]),
-                Heads.from_description(s["heads"], width) if "heads" in s else None,
+                Heads.from_description(s["heads"]) if "heads" in s else None,
             )
             for s in described["submodels"]
         )
@@ -124,14 +123,11 @@ class TargetPlan:
     def describe(self) -> dict:
         """The plan as JSON (a run manifest's ``plan``; hashed into the run id). Plans without
         heads describe themselves as they did before heads existed."""
-        described: dict = {
+        return {
             "target_set": self.target_set,
             "keypoints": list(self.keypoints),
             "submodels": [_describe_submodel(s) for s in self.submodels],
         }
-        if self.heads is not None:
-            described["num_keypoints"] = self.heads.num_keypoints
-        return described
 
 
 def _describe_submodel(sub: SubModel) -> dict:
