@@ -1,10 +1,11 @@
 """Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
 
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
-subsets, reader options); the module named by ``module`` holds the format code, declared by
-`CompetitionPlugin` (what fetch and submit call) and `ExamplePlugin` (what `kit demo` calls on
-the competition it draws). kit never imports a competition by name, so adding a third
-competition is a new folder and no change inside ``kit/``.
+subsets, label sources, reader options); the module named by ``module`` holds the format code,
+declared by `CompetitionPlugin` (what fetch and submit call), `ExamplePlugin` (what `kit demo`
+calls on the competition it draws) and `SourcesPlugin` (what ``--target-set sources`` calls on
+a competition that declares ``[sources]``). kit never imports a competition by name, so adding
+a third competition is a new folder and no change inside ``kit/``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ class ExamplePlugin(Protocol):
         """The competition's score of a submission file against those answers."""
 
 
+@runtime_checkable
+class SourcesPlugin(Protocol):
+    """What ``--target-set sources`` also calls (kit.training.sources), for a competition whose
+    competition.toml declares ``[sources]``."""
+
+    def test_keypoints(self, raw_dir: Path, comp: Competition, test: KeypointData) -> np.ndarray:
+        """(M, K) bool: the keypoints the competition scores on each test row (in `test`'s
+        order); a test row goes to the head of the smallest source that covers them."""
+
+
 def search_path() -> list[Path]:
     """Folders holding competition definitions: $KIT_COMPETITIONS, ./competitions, kit's own."""
     extra = [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
@@ -104,6 +115,9 @@ class Competition:
     input_size: int
     metric: str
     subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Label sources: name -> the keypoints its rows are labelled with, as a subset name, "all"
+    # or a comma list of keypoint names (kit.training.sources; --target-set sources).
+    sources: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     module_file: str = "plugin.py"
     demo: bool = False  # its plug-in draws example data (ExamplePlugin): `kit demo` may use it
@@ -169,12 +183,18 @@ def _parse_config(path: Path) -> Competition:
             input_size=int(cfg["input_size"]),
             metric=cfg["metric"],
             subsets={k: tuple(v) for k, v in cfg.get("subsets", {}).items()},
+            sources={k: _keypoint_spec(v) for k, v in cfg.get("sources", {}).items()},
             options=cfg.get("options", {}),
             module_file=cfg.get("module", "plugin.py"),
             demo=bool(cfg.get("demo", False)),
         )
     except KeyError as exc:
         raise KitError(f"competition config lacks or misnames {exc}", path=path) from exc
+
+
+def _keypoint_spec(value: str | list[str]) -> str:
+    """A [sources] value: a subset name, "all" or a comma list; a TOML list of names is joined."""
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def demo_competition() -> Competition:

@@ -67,6 +67,17 @@ def load(raw_dir: Path, comp: Competition) -> tuple[KeypointData, KeypointData]:
     return train, test
 
 
+def test_keypoints(raw_dir: Path, comp: Competition, test: KeypointData) -> np.ndarray:
+    """(M, K) bool: the keypoints IdLookupTable.csv asks for each test image (x or y), in
+    `test`'s row order; ``--target-set sources`` routes an image by them (kit.training.sources):
+    the 8 values of the "eight" subset to the "eight" source's head, 30 to the "full" one's."""
+    lookup = read_lookup(raw_dir, comp, test_ids=test.ids)
+    keypoint, _ = _feature_index(comp, lookup)
+    asked = np.zeros((len(test), comp.num_keypoints), bool)
+    asked[_test_rows(test, lookup), keypoint] = True
+    return asked
+
+
 def file_name(comp: Competition, key: str) -> str:
     return str(comp.options.get(key, DEFAULT_FILES[key]))
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from kit.cli import demo, eda, fetch, folds, pseudo, run, stack, submit, track, train, tune  # noqa: F401  (each module registers its command)
 from kit.cli.app import app
 from kit.console import err_console
@@ -18,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except KitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        # escaped: a message may quote a TOML table ("[sources]"), which rich would swallow
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -47,6 +47,7 @@ from kit.training.device import configure_cpu_threads, device_images, resolve_de
 from kit.training.flip import flip_permutation
 from kit.training.predict import predict_rows
 from kit.training.runs import RunResult, load_fold_model, load_run
+from kit.training.sources import Routing, route
 from kit.training.targets import TargetPlan
 
 
@@ -218,6 +219,7 @@ def strict_predictions(
         configure_cpu_threads()
     images = device_images(data.images, torch_device)
     test_images = device_images(test.images, torch_device)
+    routings = {run.run_id: _routing(comp, run, data, test) for run in runs}
     k = comp.num_keypoints
     train_out = np.full((n_folds, len(data), k, 2), np.nan, np.float32)
     test_out = np.full((n_folds, len(test), k, 2), np.nan, np.float32)
@@ -227,7 +229,7 @@ def strict_predictions(
         count = np.zeros(k)
         for run in runs:
             train_pred, test_pred = fold_model_predictions(
-                comp, run, fold, images, test_images, torch_device
+                comp, run, fold, images, test_images, torch_device, routings[run.run_id]
             )
             cols = list(run.keypoints)
             train_sum[:, cols] += train_pred
@@ -241,6 +243,14 @@ def strict_predictions(
     return train_out, test_out, method
 
 
+def _routing(
+    comp: Competition, run: RunResult, data: KeypointData, test: KeypointData
+) -> Routing | None:
+    """The label source of every row, for a run with one head per source (else None)."""
+    heads = TargetPlan.from_description(run.manifest.plan).heads
+    return None if heads is None else route(comp, heads, data, test)
+
+
 @torch.no_grad()
 def fold_model_predictions(
     comp: Competition,
@@ -249,10 +259,12 @@ def fold_model_predictions(
     images: torch.Tensor,
     test_images: torch.Tensor,
     device: torch.device,
+    routing: Routing | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What `run`'s fold-`fold` checkpoint predicts for all of `images` and `test_images`,
     (N, K', 2) and (M, K', 2) in the run's keypoint columns, as its training predicted
-    (its sub-models merged, flip TTA when the run used it)."""
+    (its sub-models merged, flip TTA when the run used it; a run with heads needs the
+    `routing` of those rows)."""
     checkpoint = run.path / f"fold-{fold}.pt"
     if not checkpoint.is_file():
         raise DataError(
@@ -265,13 +277,17 @@ def fold_model_predictions(
     speed = run_speed(config, device)
     batch = int(config.train.get("eval_batch_size", 256))
     train_parts, test_parts = {}, {}
+    sources = (None, None) if routing is None else (routing.train, routing.test)
     for sub in plan.submodels:
         model = load_fold_model(run.path, fold, sub.name, str(device))
-        perm = flip_permutation(comp, sub.keypoints) if config.train.get("tta", True) else None
-        for parts, split in ((train_parts, images), (test_parts, test_images)):
-            parts[sub.name] = predict_rows(
+        perm = flip_permutation(comp, sub.columns) if config.train.get("tta", True) else None
+        for parts, split, rows in zip(
+            (train_parts, test_parts), (images, test_images), sources, strict=True
+        ):
+            pred = predict_rows(
                 model, split, None, device, batch_size=batch, flip_perm=perm, speed=speed
             )
+            parts[sub.name] = sub.pick(pred, rows)
     return plan.merge(train_parts), plan.merge(test_parts)
 
 

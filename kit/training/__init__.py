@@ -8,6 +8,6 @@ Modules: config (a run's settings, `--set` parsing), device (device, CPU threads
 tensors), optim (optimisers and schedules as lookup tables), speed (channels_last, precision,
 compile), augment (batched augmentation), flip (left/right permutations), loop (the Trainer: one
 model on one fold), predict (batched prediction + flip TTA), targets (target sets, keypoint
-subsets, linear imputation), runs (content-addressed K-fold runs with resume), plots (learning
-curves, worst OOF sheet).
+subsets, linear imputation), sources (one head per label source: row routing, widened labels),
+runs (content-addressed K-fold runs with resume), plots (learning curves, worst OOF sheet).
 """

@@ -1,4 +1,8 @@
-"""Horizontal flips of keypoint subsets: the permutation that swaps left and right partners."""
+"""Horizontal flips of keypoint subsets: the permutation that swaps left and right partners.
+
+Columns at or beyond K are columns of widened labels (kit.training.sources): column h * K + k is
+keypoint k in head h's block, and its partner is sought in the same block.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,17 @@ from kit.training.config import RunConfig
 
 def flip_permutation(comp: Competition, keypoints: tuple[int, ...]) -> list[int] | None:
     """The flip permutation as columns of `keypoints`, or None if a flip partner is absent."""
-    full = comp.flip_permutation()
     column = {k: i for i, k in enumerate(keypoints)}
-    if any(full[k] not in column for k in keypoints):
+    partners = _partners(comp, keypoints)
+    if any(p not in column for p in partners):
         return None
-    return [column[full[k]] for k in keypoints]
+    return [column[p] for p in partners]
+
+
+def _partners(comp: Competition, columns: tuple[int, ...]) -> list[int]:
+    """The column of each column's flip partner, in the same block of widened labels."""
+    full, k = comp.flip_permutation(), comp.num_keypoints
+    return [c - c % k + full[c % k] for c in columns]
 
 
 def check_flip(comp: Competition, config: RunConfig, keypoints: tuple[int, ...]) -> None:
@@ -24,11 +34,8 @@ def check_flip(comp: Competition, config: RunConfig, keypoints: tuple[int, ...])
     if flip_permutation(comp, keypoints) is not None:
         return
     if config.augment.flip > 0 or config.train["tta"]:
-        full = comp.flip_permutation()
-        missing = sorted(
-            {comp.keypoint_names[full[k]] for k in keypoints}
-            - {comp.keypoint_names[k] for k in keypoints}
-        )
+        absent = set(_partners(comp, keypoints)) - set(keypoints)
+        missing = sorted({comp.keypoint_names[c % comp.num_keypoints] for c in absent})
         raise KitError(
             f"the keypoint subset lacks the flip partners {', '.join(missing)}",
             hint="add them to --keypoints, or --set flip=0 --set tta=false",

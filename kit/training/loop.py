@@ -92,7 +92,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     device: torch.device
-    columns: Tensor  # which keypoint columns of the device data this network learns
+    columns: Tensor  # which label columns of the device data this network learns
     flip_perm: Tensor
     augment: AugmentConfig
     batch_size: int
@@ -197,12 +197,14 @@ def fit(
     seed: int,
     fold: int = 0,
     on_event: OnEvent = ignore,
+    sources: np.ndarray | None = None,
 ) -> FitResult:
-    """Train `sub`'s network on `train_rows` (its keypoint columns of `data.keypoints`),
+    """Train `sub`'s network on `train_rows` (its label columns of `data.keypoints`),
     scoring each epoch on the competition metric of the keypoints it contributes over
     `val_rows` (whose truth is `val_truth`). It keeps the last epoch's weights, or with
     ``keep=best`` the best epoch's, and stops early only with ``patience > 0``. With ``ema > 0``
-    the weights scored, kept and returned are the moving average's."""
+    the weights scored, kept and returned are the moving average's. A sub-model with heads
+    needs `sources`, the label source of each row of `data` (kit.training.sources)."""
     if np.intersect1d(train_rows, val_rows).size:
         raise AssertionError(f"fold {fold}: a validation row is also a training row")
     if len(train_rows) < 2:
@@ -212,7 +214,7 @@ def fit(
         )
     train = config.train
     epochs, patience = int(train["epochs"]), int(train["patience"])
-    trainer = Trainer.create(comp, config, sub.keypoints, len(train_rows), device, seed)
+    trainer = Trainer.create(comp, config, sub.columns, len(train_rows), device, seed)
     model = trainer.eval_model  # what is scored and kept (the EMA's weights when on)
     rows = torch.from_numpy(train_rows).to(device)
     trainer.set_prior(data.keypoints[rows][:, trainer.columns].nanmean(dim=0))
@@ -233,6 +235,7 @@ def fit(
         pred = predict_rows(
             model, data.images, val_rows, device, batch_size=batch, speed=trainer.speed
         )
+        pred = sub.pick(pred, None if sources is None else sources[val_rows])
         score = primary(comp, pred[:, scored_cols], val_truth, keypoints=scored)
         if _improves(score, result.best_score):
             result.best_score, result.best_epoch = score, epoch

@@ -15,6 +15,11 @@ edit that can change what a run learns gets new runs instead of reusing stale on
     manifest.json               scores, seeds, folds, timing, device, versions (written last)
     curves.png  worst.png
 
+With ``--target-set sources`` (kit.training.sources) the run routes each training row to its
+label source's head by its labels and each test row by what the competition scores on it (the
+plug-in's ``test_keypoints``, read from the fetched raw folder); the routing's checksum joins the
+data checksums hashed into the run id, and oof.npy / test.npy keep their (N, K, 2) form.
+
 With the train setting ``pseudo`` (a set of `kit pseudo`), each fold also trains on its
 training rows' pseudo labels where the truth is missing and on the test rows' pseudo labels, at
 ``pseudo_weight`` (kit.training.targets.pseudo_targets); its OOF, test predictions and scores
@@ -55,6 +60,7 @@ from kit.training.flip import check_flip, flip_permutation
 from kit.training.loop import fit
 from kit.training.oof import OofAssembler
 from kit.training.predict import predict_rows
+from kit.training.sources import Routing, route
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets, pseudo_targets
 from kit.workspace import (
     SavedPredictions,
@@ -116,6 +122,7 @@ class RunContext:
     inputs: dict[str, Any]  # `run_inputs`, as hashed into the run id
     on_event: OnEvent = ignore
     pseudo: PseudoResult | None = None  # the pseudo-label set of setting `pseudo`, if any
+    routing: Routing | None = None  # each row's label source (target set sources), if any
 
     @cached_property
     def images(self) -> torch.Tensor:
@@ -200,6 +207,10 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
         keypoints[train_rows] = filled
         imputed = {"filled": int(mask.sum()), "fits": imputer.summary(comp.keypoint_names)}
     device_data, keypoints, extra_rows, pseudo = _fold_data(ctx, fold, keypoints, train_rows)
+    sources = _device_row_sources(ctx)  # None unless each label source has a head
+    routing = ctx.routing
+    val_sources = None if routing is None else routing.train[val_rows]
+    test_sources = None if routing is None else routing.test
     val_truth = ctx.data.subset(val_rows)  # the true labels: the fold is scored on them only
     oof_parts, test_parts, states, subs = {}, {}, {}, {}
     for index, sub in enumerate(plan.submodels):
@@ -217,19 +228,21 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
             seed=seed,
             fold=fold,
             on_event=ctx.on_event,
+            sources=sources,
         )
-        perm = flip_permutation(comp, sub.keypoints) if config.train["tta"] else None
+        perm = flip_permutation(comp, sub.columns) if config.train["tta"] else None
         batch = int(config.train["eval_batch_size"])
         predict = partial(
             predict_rows, result.model, device=ctx.device, batch_size=batch, flip_perm=perm,
             speed=result.speed,
         )  # fmt: skip
-        oof_parts[sub.name] = predict(ctx.images, val_rows)
-        test_parts[sub.name] = predict(ctx.test_images, None)
+        oof_parts[sub.name] = sub.pick(predict(ctx.images, val_rows), val_sources)
+        test_parts[sub.name] = sub.pick(predict(ctx.test_images, None), test_sources)
         states[sub.name] = {k: v.cpu() for k, v in result.model.state_dict().items()}
         subs[sub.name] = {
             "seed": seed,
             "train_rows": len(rows),
+            **({} if routing is None else {"source_rows": routing.counts(sources[rows])}),
             "best_epoch": result.best_epoch,
             "best_val_score": result.best_score,
             "kept_epoch": result.kept_epoch,
@@ -259,20 +272,41 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
 def _fold_data(ctx: RunContext, fold: int, keypoints: np.ndarray, train_rows: np.ndarray):
     """The fold's device data and its keypoints on the host, the rows it trains on besides
     `train_rows` (test rows with pseudo labels), and what the pseudo labels added (None
-    without a pseudo-label set)."""
+    without a pseudo-label set). With heads (target set sources) the device labels are
+    widened (kit.training.sources.Heads.widen); the host keypoints stay (rows, K, 2)."""
     if ctx.pseudo is None:
-        data = DeviceData(ctx.images, torch.from_numpy(keypoints).to(ctx.device))
-        return data, keypoints, np.zeros(0, np.int64), None
+        labels = _device_labels(ctx, keypoints, None)
+        return DeviceData(ctx.images, *labels), keypoints, np.zeros(0, np.int64), None
     weight = float(ctx.config.train["pseudo_weight"])
     train_labels, test_labels = ctx.pseudo.fold_labels(fold)
     targets = pseudo_targets(keypoints, train_rows, train_labels, test_labels, weight)
-    data = DeviceData(
-        ctx.student_images,
-        torch.from_numpy(targets.keypoints).to(ctx.device),
-        torch.from_numpy(targets.weights).to(ctx.device),
-    )
+    labels = _device_labels(ctx, targets.keypoints, targets.weights)
+    data = DeviceData(ctx.student_images, *labels)
     added = {"weight": weight, "filled": targets.filled, "test_rows": len(targets.test_rows)}
     return data, targets.keypoints, targets.test_rows, added
+
+
+def _device_row_sources(ctx: RunContext) -> np.ndarray | None:
+    """The label source of every row of the fold's device data: the training rows, then the
+    test rows when they train too (pseudo labels); None without heads."""
+    if ctx.routing is None:
+        return None
+    if ctx.pseudo is None:
+        return ctx.routing.train
+    return np.concatenate([ctx.routing.train, ctx.routing.test])
+
+
+def _device_labels(
+    ctx: RunContext, keypoints: np.ndarray, weights: np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels (and loss weights) as device tensors, widened to the heads' blocks if any."""
+    sources = _device_row_sources(ctx)
+    if sources is not None:
+        heads = ctx.routing.heads
+        keypoints = heads.widen(keypoints, sources, np.nan)
+        weights = None if weights is None else heads.widen(weights, sources, 0.0)
+    on_device = partial(torch.as_tensor, device=ctx.device)
+    return on_device(keypoints), None if weights is None else on_device(weights)
 
 
 def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record) -> None:
@@ -283,7 +317,11 @@ def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record
         "input_size": ctx.comp.input_size,
         "fold": fold,
         "submodels": {
-            sub.name: {"keypoints": list(sub.keypoints), "state_dict": states[sub.name]}
+            sub.name: {
+                "keypoints": list(sub.keypoints),
+                "outputs": len(sub.columns),  # the network's keypoints (heads: all blocks)
+                "state_dict": states[sub.name],
+            }
             for sub in ctx.plan.submodels
         },
     }
@@ -309,7 +347,7 @@ def load_fold_model(
     sub = checkpoint["submodels"][submodel]
     model = create_model(
         checkpoint["family"],
-        len(sub["keypoints"]),
+        int(sub.get("outputs", len(sub["keypoints"]))),
         checkpoint["input_size"],
         **{**checkpoint["model_hparams"], **(hparams or {})},
     )
@@ -441,6 +479,11 @@ def open_run(
             f"--folds {folds}: the folds file has {n_folds} folds", hint=f"use 1..{n_folds}"
         )
     inputs = run_inputs(comp)
+    test, routing = None, None
+    if plan.heads is not None:  # routing reads the test split and the raw files
+        test = _load_split(comp, comp.workspace.test_npz)
+        routing = route(comp, plan.heads, data, test)
+        inputs["data"] = {**inputs["data"], "sources": routing.describe()}
     pseudo = _pseudo_set(comp, config, plan, inputs)
     run_id = make_run_id(config, plan, inputs)
     path = comp.workspace.runs / run_id
@@ -454,7 +497,8 @@ def open_run(
     if not (path / "config.json").is_file():
         write_json(path / "config.json", {"run_id": run_id, **config.to_dict(), **plan.describe()})
     torch_device = resolve_device(device)
-    test = _load_split(comp, comp.workspace.test_npz)
+    if test is None:
+        test = _load_split(comp, comp.workspace.test_npz)
     ctx = RunContext(
         comp,
         config,
@@ -467,6 +511,7 @@ def open_run(
         inputs,
         on_event,
         pseudo,
+        routing,
     )
     return OpenRun(ctx, run_id, requested, found, started)
 

@@ -9,6 +9,9 @@ Target sets (``--target-set``):
   "eight", the rest from "full".
 - ``impute``: the seed's linear imputation (see `LinearImputer`), fitted on the training-fold
   rows only, then the masked loss on what is still missing.
+- ``sources``: one network, one head per label source that the competition declares in
+  competition.toml's ``[sources]``; each row learns from and is predicted by its own source's
+  head, the masked loss within it (kit.training.sources).
 
 Pseudo labels (train setting ``pseudo``, a set of `kit pseudo`) are another way to fill what is
 missing: `pseudo_targets` builds one fold's labels and per-keypoint loss weights from them.
@@ -22,8 +25,9 @@ import numpy as np
 
 from kit.competition import Competition
 from kit.errors import KitError
+from kit.training.sources import Heads
 
-TARGET_SETS = ("masked", "complete", "8-30", "impute")
+TARGET_SETS = ("masked", "complete", "8-30", "impute", "sources")
 EIGHT_SUBSET = "eight"
 DEFAULT_R2_THRESHOLD = 0.45
 # A keypoint predicts a missing one only if it is present in this share of the rows to fill.
@@ -42,12 +46,33 @@ def resolve_keypoints(comp: Competition, spec: str | None) -> list[int]:
 
 @dataclass(frozen=True)
 class SubModel:
-    """One network of a run: trained on `keypoints`, filling `contributes` in the merged output."""
+    """One network of a run: trained on `keypoints`, filling `contributes` in the merged output.
+
+    With `heads` (target set sources) the network has one block of outputs per label source;
+    `columns` addresses them in widened labels and `Heads.pick` turns its output into
+    `keypoints` for rows of known sources.
+    """
 
     name: str
     keypoints: tuple[int, ...]
     contributes: tuple[int, ...]
     complete_rows_only: bool = False
+    heads: Heads | None = None
+
+    @property
+    def columns(self) -> tuple[int, ...]:
+        """The label columns the network's outputs learn: `keypoints`, or with heads the
+        columns of widened labels (kit.training.sources)."""
+        return self.keypoints if self.heads is None else self.heads.columns
+
+    def pick(self, pred: np.ndarray, sources: np.ndarray | None) -> np.ndarray:
+        """Network output (n, len(columns), 2) of rows of `sources` -> (n, len(keypoints), 2)
+        (without heads: as it is)."""
+        if self.heads is None:
+            return pred
+        if sources is None:
+            raise ValueError(f"sub-model {self.name} has heads: predictions need row sources")
+        return self.heads.pick(pred, sources, self.keypoints)
 
     def training_rows(self, keypoints: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The subset of `rows` this sub-model learns from (at least one usable label)."""
@@ -83,26 +108,38 @@ class TargetPlan:
                 tuple(s["keypoints"]),
                 tuple(s["contributes"]),
                 bool(s["complete_rows_only"]),
+                Heads.from_description(s["heads"]) if "heads" in s else None,
             )
             for s in described["submodels"]
         )
         target_set = described["target_set"]
         return cls(target_set, tuple(described["keypoints"]), subs, target_set == "impute")
 
+    @property
+    def heads(self) -> Heads | None:
+        """The label sources' heads (target set sources), else None."""
+        return next((s.heads for s in self.submodels if s.heads is not None), None)
+
     def describe(self) -> dict:
+        """The plan as JSON (a run manifest's ``plan``; hashed into the run id). Plans without
+        heads describe themselves as they did before heads existed."""
         return {
             "target_set": self.target_set,
             "keypoints": list(self.keypoints),
-            "submodels": [
-                {
-                    "name": s.name,
-                    "keypoints": list(s.keypoints),
-                    "contributes": list(s.contributes),
-                    "complete_rows_only": s.complete_rows_only,
-                }
-                for s in self.submodels
-            ],
+            "submodels": [_describe_submodel(s) for s in self.submodels],
         }
+
+
+def _describe_submodel(sub: SubModel) -> dict:
+    described = {
+        "name": sub.name,
+        "keypoints": list(sub.keypoints),
+        "contributes": list(sub.contributes),
+        "complete_rows_only": sub.complete_rows_only,
+    }
+    if sub.heads is not None:
+        described["heads"] = sub.heads.describe()
+    return described
 
 
 def plan_targets(comp: Competition, target_set: str = "masked", keypoints: str | None = None):
@@ -114,6 +151,11 @@ def plan_targets(comp: Competition, target_set: str = "masked", keypoints: str |
     selected = tuple(resolve_keypoints(comp, keypoints))
     if target_set == "8-30":
         return _plan_eight_thirty(comp, selected, keypoints)
+    if target_set == "sources":
+        if len(selected) != comp.num_keypoints:
+            raise KitError("--target-set sources trains all keypoints; drop --keypoints")
+        sub = SubModel("main", selected, selected, heads=Heads.of(comp))
+        return TargetPlan(target_set, selected, (sub,))
     sub = SubModel("main", selected, selected, complete_rows_only=target_set == "complete")
     return TargetPlan(target_set, selected, (sub,), impute=target_set == "impute")
 
