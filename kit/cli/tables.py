@@ -258,6 +258,16 @@ def print_pipeline_result(result: PipelineResult) -> None:
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items())
     console.print(
         f"pipeline: {result.seconds:.0f} s of a {result.plan.budget:.0f} s budget ({stages}); "
+        + _what_trained(result)
+    )
+
+
+def _what_trained(result: PipelineResult) -> str:
+    """The planner's runs, or (kit run --epochs) the searched families."""
+    if result.run_plan is not None:
+        trained = sum(1 for row in result.plan_outcome if row["run_id"])
+        return f"{trained} planned models trained on {result.run_plan.folds} folds (plan.json)"
+    return (
         f"families {', '.join(result.plan.families)}, "
         f"{result.plan.epochs or 'search-space'} epochs per trial"
     )
