@@ -3,6 +3,8 @@ coordinates, keypoint-subset runs, and the run -> stack -> artifacts path with t
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -365,8 +367,22 @@ def test_stack_cli_prints_the_comparison(
     run = tiny_run(tiny)
     result = cli("stack", TINY_NAME, "--features", "diffs,image")
     assert result.code == 0, result.err
-    assert "picked" in result.out and "lightgbm" in result.out and "nose_tip" in result.out
+    assert "picked" in result.out and "lgbm" in result.out and "nose.tip" in result.out
     assert "x the best single model" in result.out
+    monkeypatch.setattr(kit.console.console, "width", 80)
+    narrow = cli("stack", TINY_NAME, "--features", "diffs,image")  # the same stack, reused
+    lines = narrow.out.splitlines()
+    assert narrow.code == 0 and max(len(line) for line in lines) <= 80 and "…" not in narrow.out
+    assert "nose.tip nose_tip" in " ".join(narrow.out.split())  # the legend
+    as_csv = cli("stack", TINY_NAME, "--features", "diffs,image", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(as_csv.out))
+    assert as_csv.code == 0 and "reusing" in as_csv.err  # stdout: the data alone
+    assert frame["keypoint"].tolist() == ["overall", *tiny.keypoint_names]
+    assert run.run_id in frame.columns and frame["picked"].iloc[1] in (RIDGE, LIGHTGBM)
+    as_json = json.loads(
+        cli("stack", TINY_NAME, "--features", "diffs,image", "--format", "json").out
+    )
+    assert as_json["runs"] == [run.run_id] and len(as_json["rows"]) == 16
     stacked = list_stacks(tiny)[0]
     assert stacked.manifest.features == ["diffs", "image"]
     assert stacked.run_ids == [run.run_id]

@@ -4,6 +4,7 @@ webhook, the polling loop's error handling, scheduling, views and the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -462,6 +463,31 @@ def test_cli_positional_form_and_subcommands(
     assert f"you: {USERNAME}, rank 12 of 26" in shown.out
     assert "team 9" in shown.out and "team 10" not in shown.out  # you are 12th
     assert "sub-301.csv" in shown.out
+
+
+def test_cli_show_fits_80_columns_and_gives_the_whole_data_on_request(
+    server: FakeKaggle, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 80)
+    note = "heatmap and resnet stacked, pseudo labels from the stack " * 6
+    server.submissions[SLUG] = [submission(301, public="2.00000") | {"description": note}]
+    assert cli("track", COMP).code == 0
+    shown = cli("track", "show", COMP)
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row = [line for line in lines if " 301 " in line]
+    assert len(row) == 1 and row[0].rstrip().endswith("…")  # one line, not eleven
+    wide = cli("track", "show", COMP, "--wide")
+    assert wide.code == 0 and note.strip() in wide.out
+    as_csv = cli("track", "show", COMP, "--format", "csv")
+    frame = pd.read_csv(io.StringIO(as_csv.out))
+    assert as_csv.code == 0 and frame["note"].tolist() == [note] and frame["ref"].tolist() == [301]
+    as_json = json.loads(cli("track", "show", COMP, "--format", "json").out)
+    assert as_json["submissions"][0]["note"] == note and len(as_json["top"]) == 10
+    both = cli("track", "show", COMP, "--format", "csv", "--wide")
+    assert both.code == 1 and "--wide applies to tables" in both.err
+    assert len(both.err.strip().splitlines()) == 1
 
 
 def test_cli_show_before_any_snapshot(cli) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kit.cli.app import app
+from kit.cli.output import WideOption
 from kit.cli.tables import PipelineView, frame_table, print_pipeline_result
 from kit.console import console
 
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from kit.demo import DemoResult
 
 
-def print_demo(result: DemoResult) -> None:
-    print_pipeline_result(result.pipeline)
+def print_demo(result: DemoResult, wide: bool = False) -> None:
+    print_pipeline_result(result.pipeline, wide=wide)
     table = result.table.rename(columns={"cv": "CV RMSE (OOF)", "test": "test RMSE"})
     table["method"] = table["method"].where(table["kind"] != "submission", "submission")
     caption = (
@@ -41,8 +42,11 @@ def print_demo(result: DemoResult) -> None:
     )
 
 
-def run_demo_command(budget: float | None = None, **sizes: object) -> DemoResult:
-    """Run the demo with the default settings, changed by `budget` and `sizes`; print it."""
+def run_demo_command(
+    budget: float | None = None, wide: bool = False, **sizes: object
+) -> DemoResult:
+    """Run the demo with the default settings, changed by `budget` and `sizes`; print it
+    (its tables whole with `wide`)."""
     import optuna
 
     from kit.demo import DemoSettings, run_demo
@@ -55,7 +59,7 @@ def run_demo_command(budget: float | None = None, **sizes: object) -> DemoResult
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with PipelineView(settings.budget) as view:
         result = run_demo(settings, on_event=view)
-    print_demo(result)
+    print_demo(result, wide=wide)
     return result
 
 
@@ -85,6 +89,7 @@ def demo_command(
         int | None, typer.Option("--folds", min=2, help="Number of folds (3).")
     ] = None,
     families: Annotated[str | None, typer.Option("--families", help="Comma list.")] = None,
+    wide: WideOption = False,
 ) -> None:
     from kit.demo import demo_competition
     from kit.pipeline import parse_budget
@@ -99,4 +104,5 @@ def demo_command(
         epochs=epochs,
         folds=folds,
         families=tuple(f.strip() for f in families.split(",")) if families else None,
+        wide=wide,
     )

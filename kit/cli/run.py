@@ -11,6 +11,7 @@ import typer
 
 from kit.cli.app import app, comma_list
 from kit.cli.demo import run_demo_command
+from kit.cli.output import WideOption
 from kit.cli.tables import PipelineView, print_pipeline_result
 from kit.competition import load_competition
 from kit.errors import KitError
@@ -58,6 +59,7 @@ def run_command(
             "fkd-proxy it scored public 1.636 against 1.581 without (docs/benchmarks.md).",
         ),
     ] = False,
+    wide: WideOption = False,
 ) -> None:
     """Fetch, folds, tune, stack and submit within a time budget (dry run unless --upload)."""
     import optuna
@@ -68,7 +70,7 @@ def run_command(
     if competition is None:
         if upload or source:
             raise KitError("the demo needs no --upload or --from", hint="name a competition")
-        run_demo_command(budget=None if budget is None else parse_budget(budget))
+        run_demo_command(budget=None if budget is None else parse_budget(budget), wide=wide)
         return
     comp = load_competition(competition)
     seconds = parse_budget(budget or DEFAULT_BUDGET)
@@ -85,4 +87,4 @@ def run_command(
             device=device,
             pseudo=pseudo,
         )
-    print_pipeline_result(result)
+    print_pipeline_result(result, wide=wide)

@@ -8,7 +8,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kit.cli.app import app, comma_list
-from kit.cli.tables import stack_summary, stack_table
+from kit.cli.output import (
+    Format,
+    FormatOption,
+    WideOption,
+    check_format,
+    fit_width,
+    print_tables,
+    write_csv,
+    write_json,
+)
+from kit.cli.tables import stack_data, stack_frame, stack_summary, stack_table
 from kit.competition import load_competition
 from kit.console import console, err_console
 from kit.errors import KitError
@@ -46,11 +56,14 @@ def stack_command(
             "(brightness, contrast, gradients, asymmetry).",
         ),
     ] = None,
+    fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Stack finished runs: per coordinate a ridge and a LightGBM meta-model on their OOF."""
     from kit.stack import stack
     from kit.training.runs import load_run
 
+    check_format(fmt, wide)
     comp = load_competition(competition)
     chosen = [load_run(comp, run_id) for run_id in comma_list(runs)] if runs else None
     progress = Progress(
@@ -77,6 +90,12 @@ def stack_command(
             warn=lambda text: err_console.print(f"[yellow]{text}[/]"),
         )
     if result.reused:
-        console.print(f"[green]reusing finished stack {result.stack_id}[/] (same runs, settings)")
-    console.print(stack_table(result))
-    console.print(stack_summary(result))
+        said = console if fmt is Format.table else err_console  # csv and json: data alone
+        said.print(f"[green]reusing finished stack {result.stack_id}[/] (same runs, settings)")
+    if fmt is Format.csv:
+        write_csv(stack_frame(result))
+    elif fmt is Format.json:
+        write_json(stack_data(result))
+    else:
+        print_tables(stack_table(result, fit_width(wide)), wide=wide)
+        console.print(stack_summary(result))

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kit.cli.labels import keypoint_labels, legend, model_labels
+from kit.cli.output import (
+    clipped,
+    compact,
+    fit_free_text,
+    fit_width,
+    natural_width,
+    print_tables,
+    records,
+)
 from kit.console import console, err_console
 
 if TYPE_CHECKING:
@@ -45,15 +56,76 @@ def frame_table(
 def _short_names() -> dict[str, str]:
     from kit.stack import BLEND, LIGHTGBM, PICKED, RIDGE
 
-    return {BLEND: "blend", RIDGE: "ridge", LIGHTGBM: "lightgbm", PICKED: "stack"}
+    return {BLEND: "blend", RIDGE: "ridge", LIGHTGBM: "lgbm", PICKED: "stack"}
 
 
-def _label(method: str, kind: str, families: dict[str, str]) -> str:
-    if kind == "best single":
-        return "best single"
-    if method in families:  # a run id: family plus the start of its hash
-        return f"{families[method]}·{method.rsplit('-', 1)[-1][:6]}"
-    return _short_names().get(method, method)
+@dataclass(frozen=True)
+class StackColumn:
+    """One method of the stack table: its full name (the CSV's header), label and kind."""
+
+    method: str
+    label: str
+    kind: str  # base, blend, best single, stack
+    overall: float
+
+
+def stack_frame(result: StackResult) -> pd.DataFrame:
+    """The stack table with full names (`--format csv|json`): rows overall and each keypoint,
+    a column per method (run ids, `mean blend`, ...), then the method picked per keypoint."""
+    import pandas as pd
+
+    manifest, frame = result.manifest, result.table
+    rows = []
+    for name in ["overall", *manifest.keypoints]:
+        row: dict[str, Any] = {"keypoint": name}
+        row.update(zip(frame["method"], frame[name].astype(float), strict=True))
+        row["picked"] = "" if name == "overall" else manifest.picks[name]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stack_data(result: StackResult) -> dict[str, Any]:
+    """`kit stack --format json`: the stack's id, metric and CV, and its table's rows."""
+    manifest = result.manifest
+    return {
+        "stack_id": result.stack_id,
+        "metric": manifest.metric,
+        "cv": result.cv_score,
+        "best_single": manifest.best_single,
+        "runs": [r["run_id"] for r in manifest.runs],
+        "rows": records(stack_frame(result)),
+    }
+
+
+def stack_columns(result: StackResult) -> list[StackColumn]:
+    """The table's methods with short labels: base runs as `heat.26` (kit.cli.labels), the
+    best single model as `single`, the meta-models as `blend`, `ridge`, `lgbm`, `stack`."""
+    frame, short = result.table, _short_names()
+    runs = [m for m, k in zip(frame["method"], frame["kind"], strict=True) if k == "base"]
+    reserved = {*short.values(), "single", "keypoint", "picked"}
+    labels = {**model_labels(runs, reserved), **short}
+    return [
+        StackColumn(method, "single" if kind == "best single" else labels[method], kind, score)
+        for method, kind, score in zip(
+            frame["method"], frame["kind"], frame["overall"].astype(float), strict=True
+        )
+    ]
+
+
+def _drop_order(columns: list[StackColumn]) -> list[StackColumn]:
+    """Which columns a narrow terminal loses first: the base runs, worst CV first, then the
+    blend, the best single model, LightGBM and ridge; the picked stack always stays."""
+    from kit.stack import BLEND, LIGHTGBM, RIDGE
+
+    bases = sorted((c for c in columns if c.kind == "base"), key=lambda c: -_finite(c.overall))
+    later = {BLEND: 0, "best single": 1, LIGHTGBM: 2, RIDGE: 3}
+    rest = [c for c in columns if c.method in later or c.kind == "best single"]
+    rest.sort(key=lambda c: later["best single" if c.kind == "best single" else c.method])
+    return bases + rest
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else math.inf
 
 
 def _cell(value: float, best: float) -> str:
@@ -63,28 +135,69 @@ def _cell(value: float, best: float) -> str:
     return f"[bold green]{text}[/]" if value <= best + 1e-12 else text
 
 
-def stack_table(result: StackResult) -> Table:
-    """Rows: overall, then each keypoint; columns: every method, and the method picked."""
-    manifest, frame = result.manifest, result.table
-    families = {r["run_id"]: r["family"] for r in manifest.runs}
-    labels = [_label(m, k, families) for m, k in zip(frame["method"], frame["kind"], strict=True)]
+def stack_table(result: StackResult, width: int | None = None) -> Table:
+    """Rows: overall, then each keypoint; columns: every method, and the method picked. Labels
+    are short and whole (a legend in the caption maps them back); where the table is wider than
+    `width`, the least telling columns are left out and the caption names them."""
+    columns = stack_columns(result)
+    hidden: list[StackColumn] = []
+    droppable = _drop_order(columns)
+    table = _stack_table(result, columns, hidden)
+    while width is not None and droppable and natural_width(table) > width:
+        hidden.append(droppable.pop(0))
+        table = _stack_table(result, columns, hidden)
+    return table
+
+
+def _stack_table(
+    result: StackResult, columns: list[StackColumn], hidden: list[StackColumn]
+) -> Table:
+    manifest, frame = result.manifest, stack_frame(result)
+    shown = [c for c in columns if c not in hidden]
+    by_method = {c.method: c.label for c in columns}
+    keys = keypoint_labels(manifest.keypoints, reserved={"overall"})
     metric = manifest.metric.upper()
     table = Table(title=f"Stack {result.stack_id}: CV {metric} (nested; lower is better)")
-    table.add_column("keypoint")
-    for label in labels:
-        table.add_column(label, justify="right")
-    table.add_column("picked")
-    short = _short_names()
-    for column in ["overall", *manifest.keypoints]:
-        values = frame[column].astype(float).tolist()
-        best = min((v for v in values if math.isfinite(v)), default=math.inf)
-        pick = "" if column == "overall" else short.get(manifest.picks[column], "base")
-        if pick == "base":
-            run = manifest.picks[column]
-            pick = _label(run, "base", families)
-        name = f"[bold]{column}[/]" if column == "overall" else column
-        table.add_row(name, *(_cell(v, best) for v in values), pick)
+    table.caption = _stack_legend(result, columns, keys, hidden)
+    compact(table)
+    table.add_column("keypoint", no_wrap=True)
+    for column in shown:
+        table.add_column(column.label, justify="right", no_wrap=True)
+    table.add_column("picked", no_wrap=True)
+    for row in frame.itertuples(index=False):
+        name, values = row[0], dict(zip(frame.columns, row, strict=True))
+        best = min((_finite(values[c.method]) for c in columns), default=math.inf)
+        label = "[bold]overall[/]" if name == "overall" else keys[name]
+        pick = by_method.get(values["picked"], values["picked"])
+        table.add_row(label, *(_cell(values[c.method], best) for c in shown), pick)
     return table
+
+
+def _stack_legend(
+    result: StackResult,
+    columns: list[StackColumn],
+    keys: dict[str, str],
+    hidden: list[StackColumn],
+) -> str:
+    """The caption: what the short keypoint and model labels stand for, and what was left out."""
+    bases = {c.method: c.label for c in columns if c.kind == "base"}
+    cvs = {c.method: f"CV {c.overall:.4f}" for c in columns if c.kind == "base"}
+    best = bases.get(result.manifest.best_single, result.manifest.best_single)
+    lines = []
+    if keypoints := legend(keys):
+        lines.append(f"keypoints: {keypoints}")
+    if models := legend(bases, cvs):
+        lines.append(f"models: {models}")
+    lines.append(
+        f"single: the best single model ({best}); blend: their mean; ridge, lgbm: the ridge "
+        "and LightGBM stacks; stack: the one picked per keypoint"
+    )
+    if hidden:
+        lines.append(
+            f"not shown, for width: {', '.join(c.label for c in hidden)} "
+            "(--wide or --format csv|json shows every column)"
+        )
+    return "\n".join(lines)
 
 
 def stack_summary(result: StackResult) -> str:
@@ -140,35 +253,40 @@ def submission_summary(result: SubmissionResult) -> str:
     return "\n".join(lines)
 
 
-def plan_table(plan: Plan, outcome: list[dict] | None = None) -> Table:
-    """The planner's runs (model, config, epochs, estimated seconds), and with `outcome` what
-    each actually took and scored."""
+def plan_table(plan: Plan, outcome: list[dict] | None = None, width: int | None = None) -> Table:
+    """The planner's runs (model, epochs, estimated seconds, config), and with `outcome` what
+    each actually took and scored. The free text (config, note) comes last, on one line each,
+    cut to fit `width` (the note first): plan.json has the configs, the notes follow the table."""
     title = (
         f"Plan: {len(plan.runs)} runs on {plan.folds} folds, about "
         f"{plan.estimated_seconds:.0f} s and {plan.stack_seconds:.0f} s to stack them, "
         f"of {plan.seconds:.0f} s"
     )
-    table = Table(title=title, title_justify="left")
-    for name in ("model", "config", "epochs", "seed", "est. s"):
-        table.add_column(name, justify="right" if name in ("epochs", "seed", "est. s") else "left")
+    table = compact(Table(title=title))
+    table.add_column("model", no_wrap=True)
+    numbers = ("epochs", "seed", "est. s", *(("actual s", "CV") if outcome is not None else ()))
+    for name in numbers:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("config")
     if outcome is not None:
-        for name in ("actual s", "CV", "note"):
-            table.add_column(name, justify="left" if name == "note" else "right")
+        table.add_column("note")
     rows = outcome if outcome is not None else [r.describe() for r in plan.runs]
     if outcome is None and plan.search is not None:
         rows.append(_search_row(plan))
     for row in rows:
         config = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
-        cells = [row["name"], config, str(row["epochs"]), str(row["seed"])]
+        cells: list[str | Text] = [row["name"], str(row["epochs"]), str(row["seed"])]
         cells.append(f"{row['estimated_seconds']:.0f}")
         if outcome is not None:
             cv = "-" if row["cv"] is None else f"{row['cv']:.4f}"
-            cells += [f"{row['actual_seconds']:.0f}", cv, row["note"]]
+            cells += [f"{row['actual_seconds']:.0f}", cv]
+        cells.append(clipped(config))
+        if outcome is not None:
+            cells.append(clipped(row["note"]))
         table.add_row(*cells)
     if plan.skipped:
         table.caption = "not planned: " + "; ".join(f"{n} ({why})" for n, why in plan.skipped)
-        table.caption_justify = "left"
-    return table
+    return fit_free_text(table, width, ("note", "config"))
 
 
 def _search_row(plan: Plan) -> dict:
@@ -242,15 +360,18 @@ class PipelineView:
         elif event.text:
             self.detail[stage] = event.text
         if stage == "plan" and event.what == "planned":
-            self.live.console.print(plan_table(event.detail))
+            self.live.console.print(plan_table(event.detail, width=self.live.console.width))
         self.live.update(self.render())
 
 
-def print_pipeline_result(result: PipelineResult) -> None:
-    """The stack table, the stack and submission summaries, notes, and the time per stage."""
+def print_pipeline_result(result: PipelineResult, wide: bool = False) -> None:
+    """The plan and stack tables (fitted to the terminal, or whole with `wide`), the stack and
+    submission summaries, notes, and the time per stage."""
+    width = fit_width(wide)
+    tables = [stack_table(result.stack, width)]
     if result.run_plan is not None:
-        console.print(plan_table(result.run_plan, result.plan_outcome))
-    console.print(stack_table(result.stack))
+        tables.insert(0, plan_table(result.run_plan, result.plan_outcome, width))
+    print_tables(*tables, wide=wide)
     console.print(stack_summary(result.stack))
     console.print(submission_summary(result.submission))
     for note in result.notes:

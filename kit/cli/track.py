@@ -11,6 +11,16 @@ import typer
 from typer.core import TyperGroup
 
 from kit.cli.app import app
+from kit.cli.output import (
+    Format,
+    FormatOption,
+    WideOption,
+    check_format,
+    fit_width,
+    print_tables,
+    write_csv,
+    write_json,
+)
 from kit.competition import Competition, load_competition
 from kit.console import console, err_console
 from kit.track import loop, schedule
@@ -129,14 +139,24 @@ def show_command(
     team: Team = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows of the leaderboard.")] = 10,
     submissions: Submissions = None,
+    fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """Your rank and best score with their changes, the top 10, your submissions with CV."""
+    """Your rank and best score with their changes, the top 10, your submissions with CV
+    (--format csv: your submissions; json: all of it)."""
     from kit.cli import track_views
     from kit.track.store import TrackStore
 
+    check_format(fmt, wide)
     comp = load_competition(competition)
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
-        console.print(track_views.render(_overview(comp, store, team, submissions, top)))
+        ov = _overview(comp, store, team, submissions, top)
+    if fmt is Format.csv:
+        write_csv(track_views.submissions_frame(ov))
+    elif fmt is Format.json:
+        write_json(track_views.overview_data(ov))
+    else:
+        print_tables(track_views.render(ov, fit_width(wide)), wide=wide)
 
 
 @track_app.command("plot")
