@@ -126,6 +126,23 @@ def test_load_folds_checks_the_file_against_the_cache(fkd: Competition) -> None:
         load_folds(fkd, data.subset(np.arange(N - 1)))
 
 
+def test_a_stale_folds_file_names_its_ids_as_plain_values(fkd: Competition) -> None:
+    data = folds_data()  # integer ids, as FKD's
+    data.save(fkd.workspace.train_npz)
+    write_folds(fkd, k=3, seed=0)
+    with pytest.raises(DataError) as caught:
+        load_folds(fkd, data.subset(np.arange(N)[::-1]))
+    message = str(caught.value)
+    assert "stale: row 0 has id 0, the cached train data has 149 (" in message
+    assert "np." not in message
+
+
+def test_error_messages_print_numpy_values_plainly() -> None:
+    values = (np.int64(0), np.float32(1.5), np.str_("a.jpg"), np.True_)
+    error = DataError(f"values {values!r} and {[np.uint8(7)]}", path="x.csv")
+    assert str(error) == "x.csv: values (0, 1.5, 'a.jpg', True) and [7]"
+
+
 def test_k_larger_than_the_number_of_groups(fkd: Competition, cli) -> None:
     images, points = make_faces(6, seed=13)
     groups = np.array(["a", "a", "a", "b", "b", "b"])

@@ -293,8 +293,8 @@ def load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
     if len(differs):
         row = int(differs[0])
         raise DataError(
-            f"folds file is stale: row {row} has id {frame['id'][row]!r}, "
-            f"the cached train data has {data.ids[row]!r} ({len(differs)} rows differ)",
+            f"folds file is stale: row {row} has id {frame['id'][row]}, "
+            f"the cached train data has {data.ids[row]} ({len(differs)} rows differ)",
             path=path,
             hint=rerun,
         )
