@@ -8,6 +8,7 @@ first; only a fully verified parse replaces the cache and the raw folder, and ch
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.data.unpack import extract_nested, extract_zip
-from kit.errors import DataError
+from kit.errors import DataError, KitError
 from kit.progress import Event, OnEvent, ignore
 from kit.workspace import Workspace, read_json, sha256_file, write_json
 
@@ -65,7 +66,23 @@ def _stage(source: Path, staging: Path) -> None:
         extract_zip(source, staging)
     else:
         raise DataError("no such file or folder", path=source, hint=_SOURCE_HINT)
-    extract_nested(staging)
+    extract_nested(staging, origin=source)
+
+
+def _name_user_files(error: KitError, staging: Path, source: Path) -> None:
+    """Make `error` name the user's files instead of kit's staging folder (a plug-in may name
+    a file by its full path): `source/train.csv` for a folder, `train.csv in source` for a zip."""
+    text = str(error)
+    if str(staging) not in text:
+        return
+
+    def shown(match: re.Match[str]) -> str:
+        member = match.group(1)
+        if not member:
+            return str(source)
+        return str(source / member) if source.is_dir() else f"{member} in {source}"
+
+    error.args = (re.sub(re.escape(str(staging)) + r"(?:[/\\]([^\s:,;()']*))?", shown, text),)
 
 
 def _check_required(comp: Competition, raw: Path, source: Path) -> None:
@@ -149,6 +166,9 @@ def fetch(
             if p.is_file()
         }
         _swap_in(staging, ws.raw)
+    except KitError as exc:
+        _name_user_files(exc, staging, source)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     counts = _counts(train, test)

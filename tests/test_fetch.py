@@ -68,13 +68,26 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return load_competition("toy")
 
 
-def _toy_zip(path: Path, n_train: int = 5, seed: int = 0, extra: dict[str, bytes] | None = None):
-    rng = np.random.default_rng(seed)
+def _zipped(members: dict[str, str | bytes]) -> bytes:
     inner = io.BytesIO()
-    with zipfile.ZipFile(inner, "w") as zf:  # nested, as Kaggle ships training.zip
-        zf.writestr("train.txt", "\n".join(_line(rng) for _ in range(n_train)))
+    with zipfile.ZipFile(inner, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return inner.getvalue()
+
+
+def _toy_zip(
+    path: Path,
+    n_train: int = 5,
+    seed: int = 0,
+    extra: dict[str, bytes] | None = None,
+    inner_extra: dict[str, str] | None = None,
+):
+    rng = np.random.default_rng(seed)
+    train = "\n".join(_line(rng) for _ in range(n_train))
+    inner = _zipped({"train.txt": train, **(inner_extra or {})})  # as Kaggle ships training.zip
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("train.zip", inner.getvalue())
+        zf.writestr("train.zip", inner)
         zf.writestr("test.txt", "\n".join(_line(rng) for _ in range(3)))
         for name, data in (extra or {}).items():
             zf.writestr(name, data)
@@ -119,7 +132,8 @@ def test_bad_parse_keeps_previous_cache(toy, tmp_path, cli):
         zf.writestr("test.txt", "")
     res = cli("fetch", "toy", "--from", bad)
     assert res.code != 0 and "Traceback" not in res.err
-    assert res.err.strip().count("\n") == 0 and "train.txt" in res.err
+    assert res.err.strip().count("\n") == 0 and f"train.txt in {bad}: bad value" in res.err
+    assert ".raw-staging" not in res.err  # the plug-in named its staging copy; kit names yours
     assert toy.workspace.train_npz.read_bytes() == before
     assert (toy.workspace.raw / "train.txt").is_file()
     assert fetch(toy, tmp_path / "good.zip").status == "up to date"
@@ -142,6 +156,64 @@ def test_truncated_zip_is_a_one_line_error(toy, tmp_path, cli):
     res = cli("fetch", "toy", "--from", cut)
     assert res.code != 0 and "Traceback" not in res.err
     assert "cut.zip: not a valid zip" in res.err and "truncated" in res.err
+
+
+def one_line_error(res) -> str:
+    assert res.code == DataError.exit_code and "Traceback" not in res.err
+    assert res.err.strip().count("\n") == 0 and ".raw-staging" not in res.err
+    return res.err
+
+
+def test_a_nested_zip_with_a_second_file_is_refused_and_the_cache_kept(toy, tmp_path, cli):
+    fetch(toy, _toy_zip(tmp_path / "good.zip"))
+    before = toy.workspace.test_npz.read_bytes()
+    two = _toy_zip(tmp_path / "two.zip", inner_extra={"test.txt": "1 2|3\n"})
+    err = one_line_error(cli("fetch", "toy", "--from", two))
+    assert f"train.zip in {two}: ambiguous members" in err
+    assert "train.txt, test.txt" in err and "rezip it with train.txt alone" in err
+    assert toy.workspace.test_npz.read_bytes() == before  # the real test.txt is still the one
+
+
+def test_a_nested_zip_that_would_replace_another_file_is_refused(toy, tmp_path, cli):
+    source = tmp_path / "src"
+    extract_zip(_toy_zip(tmp_path / "toy.zip"), source)
+    (source / "data.zip").write_bytes(_zipped({"notes.txt": "x", "test.txt": "1 2|3\n"}))
+    err = one_line_error(cli("fetch", "toy", "--from", source))
+    assert f"{source / 'data.zip'}: ambiguous members: its test.txt would replace" in err
+    assert "(members: notes.txt, test.txt)" in err
+
+
+def test_a_folder_with_a_zip_and_its_own_unpacked_file_is_fine(toy, tmp_path):
+    source = tmp_path / "src"
+    extract_zip(_toy_zip(tmp_path / "toy.zip"), source)
+    extract_zip(source / "train.zip", source)  # unpacked beside the zip, which stays
+    assert fetch(toy, source).train_rows == 5  # the same train.txt twice is no conflict
+
+
+def test_a_zip_holding_one_name_twice_is_refused(tmp_path):
+    archive = tmp_path / "twice.zip"
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("test.csv", "a")
+        zf.writestr("test.csv", "b")
+    with pytest.raises(DataError, match=r"ambiguous members: test\.csv and test\.csv"):
+        extract_zip(archive, tmp_path / "out")
+    cased = tmp_path / "cased.zip"
+    cased.write_bytes(_zipped({"Train.csv": "a", "train.csv": "b"}))
+    with pytest.raises(DataError, match=r"Train\.csv and train\.csv unpack to the same file"):
+        extract_zip(cased, tmp_path / "out")
+
+
+def test_a_corrupt_nested_zip_is_named_as_the_user_knows_it(toy, tmp_path, cli):
+    archive = tmp_path / "comp.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("train.zip", b"PK\x03\x04 not a zip")
+        zf.writestr("test.txt", "")
+    err = one_line_error(cli("fetch", "toy", "--from", archive))
+    assert f"train.zip in {archive}: not a valid zip" in err
+    folder = tmp_path / "folder"
+    extract_zip(archive, folder)
+    err = one_line_error(cli("fetch", "toy", "--from", folder))
+    assert f"{folder / 'train.zip'}: not a valid zip" in err
 
 
 @pytest.mark.parametrize("name", ["/etc/evil.txt", "../evil.txt", "a/../../evil.txt", "C:/x.txt"])

@@ -121,6 +121,38 @@ def test_second_fetch_is_a_no_op(server: FakeKaggle, cli, comp: Competition) -> 
     assert cache_state(comp.workspace) == before
 
 
+def test_a_training_zip_carrying_a_second_test_csv_is_refused(
+    kaggle_server: FakeKaggle, cli, comp: Competition, example: tuple[Path, bytes]
+) -> None:
+    """The input battery's case: the inner training.zip also holds a test.csv, which replaced
+    the real one. The error names the downloaded file, not kit's staging copy of it."""
+    folder, _ = example
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(
+            "training.zip", zip_of(training=folder / "training.csv", test=folder / "test.csv")
+        )
+        z.writestr("test.zip", zip_of(test=folder / "test.csv"))
+        z.write(folder / "IdLookupTable.csv", "IdLookupTable.csv")
+        z.write(folder / "SampleSubmission.csv", "SampleSubmission.csv")
+    kaggle_server.add_competition(SLUG, buf.getvalue())
+    result = cli("fetch", COMP)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    downloaded = comp.workspace.downloads / f"{SLUG}.zip"
+    assert f"training.zip in {downloaded}: ambiguous members" in result.err
+    assert "training.csv, test.csv" in result.err and ".raw-staging" not in result.err
+    assert not comp.workspace.train_npz.exists()
+
+
+def zip_of(**files: Path) -> bytes:
+    """A zip of `files` under their own names (the keywords only make them unique)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in files.values():
+            z.write(path, path.name)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(
     ("status", "times", "expected"),
     [
