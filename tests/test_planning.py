@@ -84,7 +84,7 @@ def test_train_plan_skips_what_no_longer_fits_the_deadline(monkeypatch) -> None:
         def __init__(self, family: str, epochs: int):
             self.run_id, self.cv_score = f"{family}-{epochs}", 2.0
 
-    def fake_train_run(comp, family, overrides, *, epochs, device):
+    def fake_train_run(comp, family, overrides, *, epochs, device, on_event):
         trained.append((family, epochs, overrides["seed"]))
         now[0] += 100.0  # every run takes 100 s
         return FakeRun(family, epochs)

@@ -65,7 +65,7 @@ def test_a_better_trial_is_trained_on_all_folds_within_the_deadline(monkeypatch)
     class FakeRun:
         run_id, cv_score = "new-all-folds", 1.3
 
-    def fake_train_run(comp, family, overrides, *, epochs, device):
+    def fake_train_run(comp, family, overrides, *, epochs, device, on_event):
         trained.append((family, overrides, epochs))
         return FakeRun()
 

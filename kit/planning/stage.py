@@ -229,7 +229,9 @@ def _train_in_order(comp, plan, deadline, device, on_event, clock):
         text = f"{planned.name}: {planned.epochs} epochs ({i + 1}/{len(plan.runs)})"
         on_event(Event("tune", "run", i, len(plan.runs), text, planned))
         overrides = {**planned.overrides, "seed": planned.seed}
-        result = train_run(comp, planned.family, overrides, epochs=planned.epochs, device=device)
+        result = train_run(
+            comp, planned.family, overrides, epochs=planned.epochs, device=device, on_event=on_event
+        )
         runs.append(result)
         outcome.append(_row(planned, result, clock() - started_at, note))
     return runs, outcome

@@ -55,6 +55,7 @@ class EpochReport:
     val_score: float
     best_score: float
     seconds: float
+    run: str = ""  # the run id, where the caller gave it (progress views tell runs apart)
 
     def line(self) -> str:
         name = "" if self.submodel == "main" else f" {self.submodel}"
@@ -198,6 +199,7 @@ def fit(
     fold: int = 0,
     on_event: OnEvent = ignore,
     sources: np.ndarray | None = None,
+    run: str = "",
 ) -> FitResult:
     """Train `sub`'s network on `train_rows` (its label columns of `data.keypoints`),
     scoring each epoch on the competition metric of the keypoints it contributes over
@@ -253,7 +255,7 @@ def fit(
             }
         )
         report = EpochReport(
-            fold, sub.name, epoch, epochs, train_loss, score, result.best_score, seconds
+            fold, sub.name, epoch, epochs, train_loss, score, result.best_score, seconds, run
         )
         on_event(Event("train", "epoch", epoch, epochs, report.line(), report))
         if patience > 0 and epoch - result.best_epoch >= patience:

@@ -78,13 +78,15 @@ RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get ne
 
 @dataclass
 class FoldEvent:
-    """Progress of one fold: status "start", "resumed" (found done) or "done"."""
+    """Progress of one fold: status "start", "resumed" (found done) or "done". `run`: the run
+    id (folds of several runs train at once in `kit run`'s workers)."""
 
     fold: int
     folds: int
     status: str
     score: float | None = None
     seconds: float = 0.0
+    run: str = ""
 
     def event(self) -> Event:
         text = f"fold {self.fold}/{self.folds} {self.status}"
@@ -229,6 +231,7 @@ def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
             fold=fold,
             on_event=ctx.on_event,
             sources=sources,
+            run=ctx.path.name,
         )
         perm = flip_permutation(comp, sub.columns) if config.train["tta"] else None
         batch = int(config.train["eval_batch_size"])
@@ -519,9 +522,9 @@ def open_run(
 def train_fold(run: OpenRun, fold: int) -> dict[str, Any]:
     """Train, predict and save one fold (its done marker last); its record."""
     n_folds = int(run.ctx.folds.max()) + 1
-    run.ctx.on_event(FoldEvent(fold, n_folds, "start").event())
+    run.ctx.on_event(FoldEvent(fold, n_folds, "start", run=run.run_id).event())
     record = _train_fold(run.ctx, fold)
-    done = FoldEvent(fold, n_folds, "done", record["score"], record["seconds"])
+    done = FoldEvent(fold, n_folds, "done", record["score"], record["seconds"], run.run_id)
     run.ctx.on_event(done.event())
     return record
 
@@ -563,7 +566,7 @@ def train_run(
     n_folds = int(run.ctx.folds.max()) + 1
     for fold in run.requested:
         if fold in run.found:
-            on_event(FoldEvent(fold, n_folds, "resumed").event())
+            on_event(FoldEvent(fold, n_folds, "resumed", run=run.run_id).event())
     if workers > 1 and run.ctx.device.type == "cpu" and len(run.todo) > 1:
         from kit.training.parallel import FoldPool, RunSpec
 

@@ -27,6 +27,7 @@ from kit.training.loop import EpochReport
 from kit.training.runs import RunResult, done_folds, make_run_id, train_run
 from kit.training.targets import plan_targets
 from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
+from kit.tuning.table import key_params
 
 # Trial errors that fail one trial but not the study: divergence, a bad config, GPU OOM.
 # (torch.cuda's name for it: the top-level alias of the same class needs torch >= 2.5.)
@@ -39,8 +40,9 @@ class TuneEvent:
 
     kind: "search" (a family's search starts or its counts change: done/target), "trial"
     (a trial starts), "epoch" (fold 0 of a trial finished an epoch), "trial_end" (state,
-    value), "final" (a best trial starts training on all folds), "fold" (one of its folds
-    finished), "final_end" (its CV score).
+    value, and for the logs its key params in brief and its seconds), "final" (a best trial
+    starts training on all folds), "fold" (one of its folds finished: done of target folds,
+    state, value, seconds), "final_end" (its CV score).
     """
 
     kind: str
@@ -53,6 +55,8 @@ class TuneEvent:
     value: float | None = None
     state: str = ""
     text: str = ""
+    params: str = ""  # trial_end: key_params, e.g. "ep=8/8 lr=0.003 bs=64"
+    seconds: float | None = None  # trial_end, fold: how long it ran
 
     def __str__(self) -> str:
         return f"{self.family}: {self.text}" if self.text else f"{self.family}: {self.kind}"
@@ -258,6 +262,9 @@ def search(
         value = f" {trial.value:.4f}" if trial.value is not None else ""
         event = status("trial_end", f"trial {trial.number} {trial.state.name.lower()}{value}")
         event.trial, event.state, event.value = trial.number, trial.state.name, trial.value
+        params = trial.user_attrs.get("overrides", trial.params)
+        event.params = key_params(params, trial.user_attrs.get("epochs_run"))
+        event.seconds = trial.duration.total_seconds() if trial.duration else None
         on_event(event.event())
         # Trials other workers are running now will finish too: stop when they make the target.
         running = count_trials(study, (*FINISHED, TrialState.RUNNING))

@@ -84,7 +84,11 @@ def train_best(
             fold: FoldEvent = train.detail
             if train.what == "fold" and fold.status != "start":
                 text = f"trial {number} fold {fold.fold}/{fold.folds} {fold.status}"
-                on_event(TuneEvent("fold", family, number, done=fold.fold, text=text).event())
+                done = TuneEvent(
+                    "fold", family, number, done=fold.fold, target=fold.folds, value=fold.score,
+                    state=fold.status, text=text, seconds=fold.seconds,
+                )  # fmt: skip
+                on_event(done.event())
 
         overrides = trial.user_attrs.get("overrides", trial.params)
         result = train_run(
