@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kit.cli import main
+from kit.cli.plain import PROGRESS_LINE
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,6 +56,13 @@ class CliResult:
     code: int
     out: str
     err: str
+
+    @property
+    def messages(self) -> str:
+        """stderr less the progress lines that a captured run prints (kit.cli.plain): what kit
+        said besides, such as its one error line."""
+        lines = self.err.splitlines(keepends=True)
+        return "".join(line for line in lines if not PROGRESS_LINE.match(line))
 
 
 @pytest.fixture

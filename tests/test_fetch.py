@@ -132,7 +132,7 @@ def test_bad_parse_keeps_previous_cache(toy, tmp_path, cli):
         zf.writestr("test.txt", "")
     res = cli("fetch", "toy", "--from", bad)
     assert res.code != 0 and "Traceback" not in res.err
-    assert res.err.strip().count("\n") == 0 and f"train.txt in {bad}: bad value" in res.err
+    assert res.messages.strip().count("\n") == 0 and f"train.txt in {bad}: bad value" in res.err
     assert ".raw-staging" not in res.err  # the plug-in named its staging copy; kit names yours
     assert toy.workspace.train_npz.read_bytes() == before
     assert (toy.workspace.raw / "train.txt").is_file()
@@ -160,8 +160,8 @@ def test_truncated_zip_is_a_one_line_error(toy, tmp_path, cli):
 
 def one_line_error(res) -> str:
     assert res.code == DataError.exit_code and "Traceback" not in res.err
-    assert res.err.strip().count("\n") == 0 and ".raw-staging" not in res.err
-    return res.err
+    assert res.messages.strip().count("\n") == 0 and ".raw-staging" not in res.err
+    return res.messages
 
 
 def test_a_nested_zip_with_a_second_file_is_refused_and_the_cache_kept(toy, tmp_path, cli):

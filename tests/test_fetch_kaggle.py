@@ -76,7 +76,8 @@ def cache_state(ws: Workspace) -> dict[str, str]:
 
 
 def error_line(err: str, *expected: str) -> str:
-    """The one error line (last on stderr); any lines before it are retry notices."""
+    """The one error line (last on stderr, less its progress lines); any lines before it are
+    retry notices."""
     assert "Traceback" not in err
     *before, last = err.strip().splitlines()
     assert last.startswith("error: ")
@@ -137,7 +138,7 @@ def test_a_training_zip_carrying_a_second_test_csv_is_refused(
         z.write(folder / "SampleSubmission.csv", "SampleSubmission.csv")
     kaggle_server.add_competition(SLUG, buf.getvalue())
     result = cli("fetch", COMP)
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert result.code == 2 and len(result.messages.strip().splitlines()) == 1
     downloaded = comp.workspace.downloads / f"{SLUG}.zip"
     assert f"training.zip in {downloaded}: ambiguous members" in result.err
     assert "training.csv, test.csv" in result.err and ".raw-staging" not in result.err
@@ -170,7 +171,7 @@ def test_kaggle_errors_fail_cleanly_and_keep_the_cache(
     server.fail("DownloadDataFiles", status, times=times)
     result = cli("fetch", COMP, "--force")
     assert result.code != 0
-    error_line(result.err, *expected)
+    error_line(result.messages, *expected)
     assert cache_state(comp.workspace) == before
 
 
@@ -184,7 +185,7 @@ def test_missing_credentials_fail_cleanly_and_keep_the_cache(
     calls = len(server.calls_log)
     result = cli("fetch", COMP)
     assert result.code != 0
-    error_line(result.err, "no Kaggle credentials found", "KAGGLE_USERNAME", "kaggle.json")
+    error_line(result.messages, "no Kaggle credentials found", "KAGGLE_USERNAME", "kaggle.json")
     assert len(server.calls_log) == calls  # nothing was sent
     assert cache_state(comp.workspace) == before
 
@@ -216,5 +217,5 @@ def test_bad_data_from_kaggle_keeps_the_cache(
 
     result = cli("fetch", COMP, "--force")
     assert result.code != 0
-    error_line(result.err, "training.csv")
+    error_line(result.messages, "training.csv")
     assert cache_state(comp.workspace) == before

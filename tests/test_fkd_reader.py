@@ -254,7 +254,7 @@ def test_fetch_rejects_bad_files_and_keeps_cache(
     breaks(copy)
     bad = cli("fetch", "facial-keypoints", "--from", copy)
     assert bad.code != 0
-    lines = bad.err.strip().splitlines()
+    lines = bad.messages.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in bad.err, bad.err
     assert message.split(":")[0].replace("\\", "") in lines[0]  # names the file
     assert {p: p.read_bytes() for p in cache} == cache

@@ -383,7 +383,7 @@ def test_cli_fetch_reports_bad_input_in_one_line(example, cli, work_dir, breaker
     named, problem = breaker(example)
     result = cli("fetch", "ibug-68", "--from", example)
     assert result.code != 0
-    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    lines = [ln for ln in result.messages.splitlines() if ln.strip()]
     assert len(lines) == 1 and named in lines[0] and problem in lines[0]
     assert "Traceback" not in result.err + result.out
     assert not (work_dir / "ibug-68" / "cache" / "train.npz").exists()

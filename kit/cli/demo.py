@@ -14,6 +14,7 @@ import typer
 
 from kit.cli.app import app
 from kit.cli.output import WideOption
+from kit.cli.plain import progress_view
 from kit.cli.tables import PipelineView, frame_table, print_pipeline_result
 from kit.console import console
 
@@ -49,7 +50,7 @@ def run_demo_command(
     (its tables whole with `wide`)."""
     import optuna
 
-    from kit.demo import DemoSettings, run_demo
+    from kit.demo import DemoSettings, demo_competition, run_demo
 
     settings = DemoSettings()
     changes = {k: v for k, v in sizes.items() if v is not None}
@@ -57,7 +58,10 @@ def run_demo_command(
         changes["budget"] = budget
     settings = dataclasses.replace(settings, **changes)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with PipelineView(settings.budget) as view:
+    metric = demo_competition(settings.input_size).metric
+    with progress_view(
+        lambda: PipelineView(settings.budget), budget=settings.budget, metric=metric
+    ) as view:
         result = run_demo(settings, on_event=view)
     print_demo(result, wide=wide)
     return result

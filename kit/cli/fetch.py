@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from kit.cli.app import app
+from kit.cli.bars import StepBars
+from kit.cli.plain import progress_view
 from kit.competition import load_competition
 from kit.console import console, err_console
 
@@ -25,8 +27,8 @@ def fetch_command(
     from kit.fetch import fetch
 
     comp = load_competition(competition)
-    with err_console.status(f"fetching {comp.name}") as status:
-        result = fetch(comp, source, force=force, on_event=lambda event: status.update(event.text))
+    with progress_view(lambda: StepBars(err_console)) as on_event:
+        result = fetch(comp, source, force=force, on_event=on_event)
     if result.status == "up to date":
         console.print(f"[green]{comp.name} is up to date[/] (nothing changed in {result.source})")
     else:

@@ -12,6 +12,7 @@ import typer
 from kit.cli.app import app, comma_list
 from kit.cli.demo import run_demo_command
 from kit.cli.output import WideOption
+from kit.cli.plain import progress_view
 from kit.cli.tables import PipelineView, print_pipeline_result
 from kit.competition import load_competition
 from kit.errors import KitError
@@ -74,7 +75,7 @@ def run_command(
         return
     comp = load_competition(competition)
     seconds = parse_budget(budget or DEFAULT_BUDGET)
-    with PipelineView(seconds) as view:
+    with progress_view(lambda: PipelineView(seconds), budget=seconds, metric=comp.metric) as view:
         result = run_pipeline(
             comp,
             seconds,

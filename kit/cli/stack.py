@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kit.cli.app import app, comma_list
+from kit.cli.bars import StepBars
 from kit.cli.output import (
     Format,
     FormatOption,
@@ -18,11 +18,11 @@ from kit.cli.output import (
     write_csv,
     write_json,
 )
+from kit.cli.plain import progress_view
 from kit.cli.tables import stack_data, stack_frame, stack_summary, stack_table
 from kit.competition import load_competition
 from kit.console import console, err_console
 from kit.errors import KitError
-from kit.progress import Event
 
 
 def parse_features(text: str | None) -> frozenset[str]:
@@ -66,21 +66,8 @@ def stack_command(
     check_format(fmt, wide)
     comp = load_competition(competition)
     chosen = [load_run(comp, run_id) for run_id in comma_list(runs)] if runs else None
-    progress = Progress(
-        TextColumn("stacking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[dim]{task.fields[now]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-    with progress:
-        task = progress.add_task("stack", total=None, now="")
-
-        def on_event(event: Event) -> None:
-            progress.update(task, completed=event.done, total=event.total, now=event.text)
-
+    view = progress_view(lambda: StepBars(err_console), stdout_ok=fmt is Format.table)
+    with view as on_event:
         result = stack(
             comp,
             chosen,

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kit.cli.bars import StepBars
 from kit.cli.labels import keypoint_labels, legend, model_labels
 from kit.cli.output import (
     clipped,
@@ -303,7 +304,8 @@ def _search_row(plan: Plan) -> dict:
 
 
 class PipelineView:
-    """One live table across the stages: state, time, and what the running stage is doing."""
+    """One live table across the stages: state, time, and what the running stage is doing;
+    under it a bar per long step under way (a fold's epochs, a fetch step: kit.cli.bars)."""
 
     def __init__(self, budget: float):
         from kit.pipeline import STAGES
@@ -315,6 +317,7 @@ class PipelineView:
         self.detail = dict.fromkeys(STAGES, "")
         self.begun: dict[str, float] = {}
         self.took: dict[str, float] = {}
+        self.bars = StepBars()
         self.live = Live(self.render(), console=err_console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> PipelineView:
@@ -322,6 +325,7 @@ class PipelineView:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.bars.clear()
         self.live.update(self.render())
         self.live.__exit__(*exc)
         if not err_console.is_terminal:  # a captured Live leaves its last line open
@@ -346,11 +350,13 @@ class PipelineView:
             )
         elapsed = time.monotonic() - self.started
         head = Text(f"kit run: {elapsed:.0f} s of a {self.budget:.0f} s budget", style="bold")
-        return Group(head, table)
+        return Group(head, table, self.bars) if self.bars else Group(head, table)
 
     def __call__(self, event: Event) -> None:
         stage = event.stage
-        if stage not in self.state:  # a stage's inner work ("train" inside "tune")
+        self.bars(event)
+        if stage not in self.state:  # a stage's inner work ("train" inside "tune"): its bars
+            self.live.update(self.render())
             return
         if event.what == "start":
             self.state[stage], self.begun[stage] = "running", time.monotonic()

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from kit.cli.app import app
+from kit.cli.plain import progress_view
 from kit.competition import load_competition
 from kit.console import console, err_console
 from kit.training.targets import TARGET_SETS  # light (numpy): the --target-set help lists them
@@ -159,7 +160,7 @@ def train_command(
 
     comp = load_competition(competition)
     overrides = parse_overrides(settings or [])
-    with TrainProgress(comp.metric) as progress:
+    with progress_view(lambda: TrainProgress(comp.metric), metric=comp.metric) as progress:
         result = train_run(
             comp,
             model,

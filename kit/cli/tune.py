@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from kit.cli.app import app, comma_list
+from kit.cli.plain import progress_view
 from kit.competition import load_competition
 from kit.console import console, err_console
 from kit.tuning.settings import HEARTBEAT_SECONDS, PRUNERS
@@ -192,12 +193,14 @@ def tune_command(
             console.print(trials_table(table, comp.metric, title))
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it
-    with TuneProgress(comp.metric) as progress:
+    seconds = None if timeout is None else parse_duration(timeout)
+    view = progress_view(lambda: TuneProgress(comp.metric), budget=seconds, metric=comp.metric)
+    with view as progress:
         result = tune(
             comp,
             names,
             trials=trials,
-            timeout=None if timeout is None else parse_duration(timeout),
+            timeout=seconds,
             storage=storage,
             best_n=best,
             epochs=epochs,
