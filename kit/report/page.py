@@ -33,11 +33,13 @@ from kit.training.runs import RunResult
 CSS = (
     TRACK_CSS
     + """
-body { max-width: 1200px; } img { box-sizing: border-box; }
-nav a { margin-right: 1em; }
+body { max-width: 1200px; padding: 0 1em; }
+img { box-sizing: border-box; } code { white-space: nowrap; }
+nav { margin: 0.8em 0; } nav a { margin-right: 1em; }
 .scroll { overflow-x: auto; }
 table.keys { font-size: 0.8em; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.best { font-weight: bold; color: #17702a; } tr.partial td { color: #777; }
+td.best { font-weight: bold; color: #17702a; } td.when { white-space: nowrap; }
+tr.partial td { color: #777; }
 p.none { color: #777; font-style: italic; }
 details { margin: 0.3em 0 0.8em; } summary { cursor: pointer; font-weight: 600; }
 .bar { display: inline-block; height: 0.8em; background: #3b6fd6; vertical-align: middle; }
@@ -71,6 +73,11 @@ def num(value: float | None, digits: int = 4) -> str:
 
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def when(created: str) -> str:
+    """A manifest's ISO time as a 'YYYY-MM-DD HH:MM' cell that does not wrap."""
+    return f'<td class="when">{esc(created[:16].replace("T", " "))}</td>'
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -129,7 +136,7 @@ def render_page(
 ) -> str:
     """The whole page of `folder`; `faces` (the cached training faces) draws the worst
     faces that are not on disk."""
-    when = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     title = esc(f"{folder.competition}: what was trained")
     nav = "".join(f'<a href="#{key}">{esc(name)}</a>' for key, name in SECTIONS)
     body = [
@@ -148,7 +155,7 @@ def render_page(
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{CSS}</style></head>
 <body>
 <h1>{title}</h1>
-<p class="muted">generated {when} by kit report from {esc(folder.root)}</p>
+<p class="muted">generated {stamp} by kit report from {esc(folder.root)}</p>
 <div class="summary">{summary}</div>
 <nav>{nav}</nav>
 {"".join(body)}
@@ -223,7 +230,7 @@ def _run_row(run: RunResult, stacked: bool, best: bool) -> list[str]:
         esc(m.device or "-"),
         esc(config_changes(run)),
         "yes" if stacked else "",
-        esc(m.created[:16].replace("T", " ")),
+        when(m.created),
     ]
 
 
@@ -398,7 +405,7 @@ def _stacks_table(stacks: Sequence[StackResult]) -> str:
             esc(", ".join(r["run_id"] for r in s.manifest.runs)),
             number_cell(s.cv_score, i == 0),
             esc(s.manifest.best_single),
-            esc(s.manifest.created[:16].replace("T", " ")),
+            when(s.manifest.created),
         ]
         for i, s in enumerate(stacks)
     ]
@@ -491,8 +498,8 @@ def _trials_table(tuning: TuningRecord, metric: str) -> str:
             number_cell(_float(r.cv)),
             seconds(_float(r.seconds)),
             esc(r.key_params),
-            f"<td><code>{esc(r.run_id or '')}</code></td>",
-            esc(r.error or ""),
+            f"<td><code>{esc(_text(r.run_id))}</code></td>",
+            esc(_text(r.error)),
         ]
         for r in shown.itertuples(index=False)
     ]
@@ -501,6 +508,11 @@ def _trials_table(tuning: TuningRecord, metric: str) -> str:
     left = len(frame) - len(shown)
     more = f"<p class='muted'>{left} more trial(s) not shown.</p>" if left else ""
     return table(head, rows, css="keys") + more
+
+
+def _text(value: Any) -> str:
+    """A table cell's text: nothing for None and pandas' NaN."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _float(value: Any) -> float | None:
@@ -517,9 +529,9 @@ def _float(value: Any) -> float | None:
 def plan_section(plan: PlanRecord | None) -> str:
     if plan is None:
         return none("no kit run plan in this work folder (kit run COMP writes plan.json)")
-    when = plan.written.strftime("%Y-%m-%d %H:%M UTC")
+    written = plan.written.strftime("%Y-%m-%d %H:%M UTC")
     parts = [
-        f"<p>The last <code>kit run</code> ({esc(when)}): a budget of {plan.budget:.0f} s; "
+        f"<p>The last <code>kit run</code> ({esc(written)}): a budget of {plan.budget:.0f} s; "
         f"{plan.seconds_for_runs:.0f} s planned for {len(plan.rows)} runs on {plan.folds} "
         f"folds (estimated {plan.estimated_seconds:.0f} s) and {plan.stack_seconds:.0f} s for "
         f"the stack; {len(plan.trained)} trained, in {plan.actual_seconds:.0f} s.</p>"
@@ -569,7 +581,7 @@ def submissions_section(folder: WorkFolder) -> str:
     low = min(s.cv for s in subs)
     rows = [
         [
-            esc(s.created[:16].replace("T", " ")),
+            when(s.created),
             f"<td><code>{esc(s.file)}</code></td>",
             esc(s.source),
             number_cell(s.cv, s.cv <= low),

@@ -120,7 +120,13 @@ def tuning_chart(tuning: TuningRecord, metric: str) -> bytes:
         values = [float(t.value) for t in points if t.value is not None]
         colour = f"C{i}"
         ax.scatter(when, values, s=18, color=colour, alpha=0.6, label=f"{study.family} trials")
-        ax.step(when, np.minimum.accumulate(values), where="post", color=colour, label="best")
+        ax.step(
+            when,
+            np.minimum.accumulate(values),
+            where="post",
+            color=colour,
+            label=f"{study.family} best so far",
+        )
         plotted = True
     if not plotted:
         ax.text(0.5, 0.5, "no complete trial", ha="center", va="center", transform=ax.transAxes)
