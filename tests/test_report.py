@@ -260,6 +260,8 @@ def test_cli_writes_the_page_and_refuses_bad_input(
     monkeypatch.setenv(WORK_ENV, str(tmp_path / "empty"))
     missing = cli("report", TINY_NAME)
     assert missing.code == 1 and "no work folder for tiny-fkd" in missing.err
+    demo = cli("report", "demo")  # kit demo's competition, which has no folder of its own
+    assert demo.code == 1 and "no work folder for demo" in demo.err
     (tmp_path / "empty" / TINY_NAME).mkdir(parents=True)
     monkeypatch.setenv(SUBMISSIONS_ENV, str(tmp_path / "none"))
     empty = cli("report", TINY_NAME)

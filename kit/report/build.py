@@ -17,7 +17,7 @@ def build_report(comp: Competition, out: Path | None = None) -> Path:
     """Write one self-contained HTML page about what was trained for `comp` (default
     work/COMP/report.html); returns its path. Nothing to report is a KitError."""
     folder = read_work_folder(comp)
-    faces = Faces.load(comp.workspace.train_npz)  # draws the worst faces not on disk
+    faces = Faces(comp.workspace.train_npz)  # draws the worst faces not on disk
     path = out or comp.workspace.root / REPORT_FILE
     write_text(path, render_page(folder, faces))
     return path

@@ -8,6 +8,7 @@ import io
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +58,18 @@ def run_curves(path: Path, metric: str) -> bytes | None:
 
 @dataclass(frozen=True)
 class Faces:
-    """The cached training faces, and their checksum: a run is drawn only on its own data."""
+    """The cached training faces, read only when a picture must be drawn; a run or stack is
+    drawn only on the data it was trained on (its manifest's checksum)."""
 
-    data: KeypointData
-    sha256: str
+    path: Path
 
-    @classmethod
-    def load(cls, path: Path) -> Faces | None:
-        return cls(KeypointData.load(path), sha256_file(path)) if path.is_file() else None
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_file(self.path) if self.path.is_file() else ""
+
+    @cached_property
+    def data(self) -> KeypointData:
+        return KeypointData.load(self.path)
 
 
 def worst_faces(saved: SavedPredictions, faces: Faces | None) -> bytes | None:
@@ -72,7 +77,7 @@ def worst_faces(saved: SavedPredictions, faces: Faces | None) -> bytes | None:
     cached training faces it was trained on; None when neither is there."""
     if (saved.path / "worst.png").is_file():
         return (saved.path / "worst.png").read_bytes()
-    if faces is None or saved.manifest.data.get("train") != faces.sha256:
+    if faces is None or not faces.sha256 or saved.manifest.data.get("train") != faces.sha256:
         return None
     data = faces.data
     oof = saved.oof

@@ -239,21 +239,21 @@ def read_tuning(comp: Competition, notes: list[str]) -> TuningRecord | None:
         return None
     import optuna
 
-    from kit.tuning import default_storage, tuning_table
+    from kit.tuning import default_storage, open_storage
     from kit.tuning.studies import quiet_optuna
+    from kit.tuning.table import table_from_storage
 
-    table = tuning_table(comp)
-    url = default_storage(comp)
+    rdb = open_storage(default_storage(comp))
     studies = []
     with quiet_optuna():
-        for name in sorted(optuna.get_all_study_names(url)):
+        for name in sorted(optuna.get_all_study_names(rdb)):
             if name.startswith(f"{comp.name}/"):
-                study = optuna.load_study(study_name=name, storage=url)
+                study = optuna.load_study(study_name=name, storage=rdb)
                 studies.append(study_record(name.removeprefix(f"{comp.name}/"), study))
     if not studies:
         notes.append(f"{TUNE_FILE} holds no study of {comp.name}")
         return None
-    return TuningRecord(tuple(studies), table)
+    return TuningRecord(tuple(studies), table_from_storage(comp, rdb, None))
 
 
 def study_record(family: str, study: Any) -> StudyRecord:
