@@ -5,7 +5,9 @@ out-of-fold faces, the tuning history, the last `kit run`'s plan against what ha
 submissions with CV beside their public scores.
 
 records.py reads the work folder into typed records; pictures.py draws (or takes from disk)
-the PNGs; page.py lays out the HTML; build.py writes it.
+the PNGs; trained.py (runs, keypoints, stack) and history.py (curves, faces, tuning, plan,
+submissions) render the sections with html.py's parts; page.py lays out the page; build.py
+writes it.
 """
 
 from __future__ import annotations
