@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.planning.planner import SAFETY, Plan, PlannedRun, PlannedSearch
+from kit.planning.stage import outcome_row, train_plan
 from kit.progress import Event, OnEvent
 from kit.training.parallel import FoldPool
 from kit.training.runs import RunResult
@@ -65,8 +66,6 @@ def search_after_plan(
         return [], [_search_row(search, None, clock() - started, note)]
     final = _final_run(search, winner, epochs, pool)
     on_event(Event("tune", "run", 0, 1, f"{final.name}: the search's winner on all folds"))
-    from kit.planning.stage import train_plan  # the same trainer as the planned runs
-
     one = Plan(folds=search.folds, seconds=final.seconds, runs=(final,))
     found, rows = train_plan(
         comp, one, deadline, device=device, on_event=on_event, clock=clock, pool=pool
@@ -135,19 +134,11 @@ def _search_row(
     note: str,
     final: PlannedRun | None = None,
 ) -> dict[str, Any]:
-    return {
-        "name": final.name if final else f"{search.base}-search",
-        "family": search.family,
-        "overrides": final.overrides if final else {},
-        "epochs": search.epochs,
-        "seed": 0,
-        "estimated_seconds": round(search.seconds, 1),
-        "student": False,
-        "actual_seconds": round(seconds, 1),
-        "run_id": run.run_id if run else None,
-        "cv": run.cv_score if run else None,
-        "note": note,
-    }
+    """The search's outcome row: the planned search, named after its winner when it had one."""
+    name = final.name if final else f"{search.base}-search"
+    overrides = final.overrides if final else {}
+    planned = PlannedRun(name, search.family, overrides, search.epochs, 0, search.seconds)
+    return outcome_row(planned, run, seconds, note)
 
 
 __all__ = ["search_after_plan"]

@@ -224,7 +224,7 @@ def _train_in_order(comp, plan, deadline, device, on_event, clock):
         later = [r for j, r in enumerate(plan.runs) if j > i or r.student]  # students wait
         planned, note = _fit_to_time(planned, later, deadline - started_at - _held(plan, planned))
         if planned is None:
-            outcome.append(_row(plan.runs[i], None, 0.0, note))
+            outcome.append(outcome_row(plan.runs[i], None, 0.0, note))
             continue
         text = f"{planned.name}: {planned.epochs} epochs ({i + 1}/{len(plan.runs)})"
         on_event(Event("tune", "run", i, len(plan.runs), text, planned))
@@ -233,7 +233,7 @@ def _train_in_order(comp, plan, deadline, device, on_event, clock):
             comp, planned.family, overrides, epochs=planned.epochs, device=device, on_event=on_event
         )
         runs.append(result)
-        outcome.append(_row(planned, result, clock() - started_at, note))
+        outcome.append(outcome_row(planned, result, clock() - started_at, note))
     return runs, outcome
 
 
@@ -336,13 +336,14 @@ class _PoolSchedule:
             if planned.name in self.results:
                 ran, result, seconds = self.results[planned.name]
                 runs.append(result)
-                outcome.append(_row(ran, result, seconds, note))
+                outcome.append(outcome_row(ran, result, seconds, note))
             else:
-                outcome.append(_row(planned, None, 0.0, note or "not started"))
+                outcome.append(outcome_row(planned, None, 0.0, note or "not started"))
         return runs, outcome
 
 
-def _row(planned: PlannedRun, run: RunResult | None, seconds: float, note: str) -> dict:
+def outcome_row(planned: PlannedRun, run: RunResult | None, seconds: float, note: str) -> dict:
+    """plan.json's record of what became of a planned run (None: not trained)."""
     return {
         **planned.describe(),
         "actual_seconds": round(seconds, 1),
@@ -359,4 +360,12 @@ def save_plan(comp: Competition, plan: Plan, outcome: list[dict], budget: float)
     )
 
 
-__all__ = ["StackCost", "make_plan", "save_plan", "student_factor", "train_plan", "train_students"]
+__all__ = [
+    "StackCost",
+    "make_plan",
+    "outcome_row",
+    "save_plan",
+    "student_factor",
+    "train_plan",
+    "train_students",
+]
