@@ -62,10 +62,15 @@ def one_thread() -> int:
 
 
 def tiny_competition(
-    root: Path, monkeypatch: pytest.MonkeyPatch, n_train: int = 60, n_test: int = 9
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    n_train: int = 60,
+    n_test: int = 9,
+    folds: int | None = 3,
 ) -> Competition:
     """facial-keypoints at 32 px as a competition folder of its own (found by name, so the CLI
-    works), with write_example's raw files fetched and 3 folds written."""
+    works), with write_example's raw files fetched and `folds` folds written (None: none, for
+    a test that edits the labels first)."""
     folder = root / "competitions" / TINY_NAME
     shutil.copytree(REPO / "competitions" / "facial-keypoints", folder)
     toml = folder / "competition.toml"
@@ -75,7 +80,8 @@ def tiny_competition(
     comp = load_competition(TINY_NAME)
     source = comp.plugin.write_example(root / "source", comp, n_train, n_test, seed=1)
     fetch(comp, source)
-    write_folds(comp, k=3)
+    if folds is not None:
+        write_folds(comp, k=folds)
     return comp
 
 

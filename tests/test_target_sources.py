@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_stack as stack_tests
 import torch
 
 import kit.training.runs
@@ -23,7 +23,6 @@ from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.data.folds import write_folds
 from kit.errors import KitError
-from kit.fetch import fetch
 from kit.pseudo import make_pseudo_labels
 from kit.training.flip import flip_permutation
 from kit.training.predict import predict_rows
@@ -31,10 +30,9 @@ from kit.training.runs import load_fold_model, train_run
 from kit.training.sources import Heads, route
 from kit.training.targets import TargetPlan, plan_targets
 
-REPO = Path(__file__).resolve().parents[1]
 FKD = load_competition("facial-keypoints")
 EIGHT, FULL = 0, 1  # FKD's [sources], in declared order
-TINY_NAME, TINY_SIZE = "tiny-fkd-sources", 32
+TINY_NAME, TINY_SIZE = stack_tests.TINY_NAME, stack_tests.TINY_SIZE
 N_TRAIN, N_TEST = 48, 9  # write_example: ~70 % of the rows keep only the eight keypoints
 TINY_SP = {"hidden": 16, "batch_size": 16, "patience": 0}
 OFFSET_PX = 2.0  # the synthetic disagreement between the two annotations
@@ -48,18 +46,9 @@ def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tiny_competition(root: Path, monkeypatch: pytest.MonkeyPatch) -> Competition:
-    """facial-keypoints at 32 px as a competition of its own (so the CLI finds it), with
-    write_example's raw files fetched (IdLookupTable.csv: a third of the test images ask all 30
-    values, the others the eight's 8); folds are written by the tests."""
-    folder = root / "competitions" / TINY_NAME
-    shutil.copytree(REPO / "competitions" / "facial-keypoints", folder)
-    toml = folder / "competition.toml"
-    text = toml.read_text().replace('name = "facial-keypoints"', f'name = "{TINY_NAME}"')
-    toml.write_text(text.replace("input_size = 96", f"input_size = {TINY_SIZE}"))
-    monkeypatch.setenv("KIT_COMPETITIONS", str(folder.parent))
-    comp = load_competition(TINY_NAME)
-    fetch(comp, comp.plugin.write_example(root / "source", comp, N_TRAIN, N_TEST, seed=1))
-    return comp
+    """test_stack's tiny competition at N_TRAIN rows (IdLookupTable.csv: a third of the test
+    images ask all 30 values, the others the eight's 8); folds are written by the tests."""
+    return stack_tests.tiny_competition(root, monkeypatch, N_TRAIN, N_TEST, folds=None)
 
 
 def tiny_run(comp: Competition, target_set: str, **kwargs) -> kit.training.runs.RunResult:
