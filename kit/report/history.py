@@ -15,6 +15,7 @@ from kit.report.records import (
     SubmissionRecord,
     TuningRecord,
     WorkFolder,
+    finite_number,
 )
 from kit.workspace import SavedPredictions
 
@@ -95,9 +96,9 @@ def _trials_table(tuning: TuningRecord, metric: str) -> str:
             esc(r.family),
             str(r.trial),
             esc(r.state),
-            number_cell(_float(r.score)),
-            number_cell(_float(r.cv)),
-            seconds(_float(r.seconds)),
+            number_cell(finite_number(r.score)),
+            number_cell(finite_number(r.cv)),
+            seconds(finite_number(r.seconds)),
             esc(r.key_params),
             f"<td><code>{esc(_text(r.run_id))}</code></td>",
             esc(_text(r.error)),
@@ -114,14 +115,6 @@ def _trials_table(tuning: TuningRecord, metric: str) -> str:
 def _text(value: Any) -> str:
     """A table cell's text: nothing for None and pandas' NaN."""
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def plan_section(plan: PlanRecord | None) -> str:

@@ -329,8 +329,8 @@ def read_submissions(
                 kaggle_ref=manifest.kaggle_ref,
                 upload_error=manifest.upload_error,
                 status=str(scored["status"]) if scored is not None else "",
-                public=_number(scored["public_value"]) if scored is not None else None,
-                private=_number(scored["private_value"]) if scored is not None else None,
+                public=finite_number(scored["public_value"]) if scored is not None else None,
+                private=finite_number(scored["private_value"]) if scored is not None else None,
             )
         )
     return tuple(sorted(records, key=lambda r: (r.created, r.file), reverse=True))
@@ -345,7 +345,8 @@ def _scored(public: pd.DataFrame | None, manifest: SubmissionManifest) -> pd.Ser
     return hit.iloc[0] if len(hit) else None
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A table value as a float; None for what is missing, not a number, NaN or infinite."""
     try:
         number = float(value)
     except (TypeError, ValueError):
