@@ -118,6 +118,9 @@ class Competition:
     # Label sources: name -> the keypoints its rows are labelled with, as a subset name, "all"
     # or a comma list of keypoint names (kit.training.sources; --target-set sources).
     sources: dict[str, str] = field(default_factory=dict)
+    # Subsets whose predictions may be submitted alone (a class competition's part 1); the
+    # plug-in's write_submission gets NaN for every other keypoint and writes their own file.
+    submit_subsets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     module_file: str = "plugin.py"
     demo: bool = False  # its plug-in draws example data (ExamplePlugin): `kit demo` may use it
@@ -157,6 +160,13 @@ class Competition:
             )
         return [self.keypoint_names.index(n) for n in names]
 
+    def submittable_subset(self, keypoints: list[int]) -> str | None:
+        """The `submit_subsets` subset whose keypoints are exactly `keypoints`, if any."""
+        wanted = sorted(keypoints)
+        return next(
+            (s for s in self.submit_subsets if sorted(self.subset_indices(s)) == wanted), None
+        )
+
     def flip_permutation(self) -> list[int]:
         """Keypoint order after a horizontal flip (left and right swap)."""
         perm = list(range(self.num_keypoints))
@@ -177,13 +187,14 @@ def _parse_config(path: Path) -> Competition:
         return Competition(
             name=cfg["name"],
             root=path.parent,
-            kaggle_slug=cfg["kaggle_slug"],
+            kaggle_slug=cfg.get("kaggle_slug", ""),
             keypoint_names=names,
             flip_pairs=pairs,
             input_size=int(cfg["input_size"]),
             metric=cfg["metric"],
             subsets={k: tuple(v) for k, v in cfg.get("subsets", {}).items()},
             sources={k: _keypoint_spec(v) for k, v in cfg.get("sources", {}).items()},
+            submit_subsets=tuple(cfg.get("submit_subsets", ())),
             options=cfg.get("options", {}),
             module_file=cfg.get("module", "plugin.py"),
             demo=bool(cfg.get("demo", False)),

@@ -258,10 +258,12 @@ def make_submission(
     """
     main = resolve_source(comp, source) if source is not None else default_source(comp)
     everything = list(range(comp.num_keypoints))
-    if not main.covers(everything):
+    if not main.covers(everything) and comp.submittable_subset(main.keypoints) is None:
+        subsets = ", ".join(comp.submit_subsets)
         raise KitError(
             f"{main.kind} {main.id} predicts {len(main.keypoints)} of {comp.num_keypoints} "
-            "keypoints; the submission needs all of them",
+            "keypoints; the submission needs all of them"
+            + (f" or exactly the subset {subsets}" if subsets else ""),
             hint="give --from a run or stack that predicts every keypoint",
         )
     eight = _resolve_eight(comp, main, eight_source)
