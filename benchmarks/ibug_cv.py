@@ -1,5 +1,6 @@
-"""5-fold CV MAE and NME of every model family and of the stack on the ibug-68 proxy, at a fixed
-time budget per family (on the CPU unless --device says otherwise).
+"""5-fold CV MAE and NME of every model family and of the stack on the ibug-68 proxy (or another
+MAE competition: --competition imm-58), at a fixed time budget per family (on the CPU unless
+--device says otherwise).
 
 For every family (default hyperparameters, as `kit train ibug-68 FAMILY`):
 
@@ -7,8 +8,10 @@ For every family (default hyperparameters, as `kit train ibug-68 FAMILY`):
    (training + validation) and the forward rate;
 2. epochs = what fits in budget / 5 folds after the fold's fixed cost (OOF and test
    predictions with flip TTA), at least 1, at most the family's default;
-3. `kit.training.runs.train_run` on all 5 folds: CV MAE (original pixels), NME (% of the
-   outer-eye-corner distance), per landmark group.
+3. `kit.training.runs.train_run` on all 5 folds (`--workers` folds at once, each on one
+   thread: the budget is wall time, so a family gets `budget * workers` seconds of fold time):
+   CV MAE (original pixels), NME (% of the outer-eye-corner distance), per landmark group (the
+   competition's subsets of more than one keypoint).
 
 Then `kit.stack.stack` over those runs (nested CV on the same folds), and, as a floor, the
 training folds' mean shape. The data stages run through the library when the cache or the
@@ -17,6 +20,10 @@ folds are missing (`kit fetch ibug-68 --from ../shared/data/ibug-68-proxy`,
 
     python benchmarks/ibug_cv.py [--budget 180] [--families sp,lenet,...] [--input-size 128]
         [--device cpu|cuda] [--proxy ../shared/data/ibug-68-proxy] [--no-stack]
+        [--competition ibug-68] [--workers 1] [--keypoints SUBSET]
+
+`--keypoints SUBSET` trains every family on that subset alone (imm-58's part 1: nose_tip) and
+reports each run's CV MAE over it; no stack then.
 """
 
 from __future__ import annotations
@@ -51,13 +58,13 @@ from kit.training.runs import RunResult, train_run
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 FOLDS, FOLDS_SEED = 5, 0
-GROUPS = ("jaw", "brows", "nose", "eyes", "mouth")
+GROUPS: tuple[str, ...] = ()  # set by main(): the competition's subsets of several keypoints
 
 
-def prepare(proxy: Path, input_size: int | None) -> Competition:
-    """ibug-68 (at `input_size`, in its own work folder when that is not the default), fetched
-    and folded; both stages are no-ops when up to date."""
-    comp = load_competition("ibug-68")
+def prepare(name: str, proxy: Path, input_size: int | None) -> Competition:
+    """The competition (at `input_size`, in its own work folder when that is not the default),
+    fetched and folded; both stages are no-ops when up to date."""
+    comp = load_competition(name)
     if input_size is not None and input_size != comp.input_size:
         name = f"{comp.name}-{input_size}px"
         comp = dataclasses.replace(comp, name=name, input_size=input_size)
@@ -100,12 +107,28 @@ def train_family(
     budget: float,
     n: int,
     device: torch.device,
+    workers: int = 1,
+    keypoints: str | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
     epoch_s, rate = calibrate(comp, family, data, folds, device=device)
-    epochs, _ = plan_epochs(family, budget, epoch_s, rate, n, FOLDS)
+    epochs, _ = plan_epochs(family, budget * workers, epoch_s, rate, n, FOLDS)
     started = time.perf_counter()
-    run = train_run(comp, family, epochs=epochs, device=str(device))
+    run = train_run(
+        comp, family, epochs=epochs, device=str(device), workers=workers, keypoints=keypoints
+    )
     wall = time.perf_counter() - started
+    timing = {
+        "family": family,
+        "run_id": run.run_id,
+        "reused": run.reused,
+        "epochs": epochs,
+        "epoch_s": round(epoch_s, 1),
+        "wall_s": round(wall, 1),
+        "train_s": round(run.manifest.train_seconds, 1),
+        "load_average": os.getloadavg()[0],
+    }
+    if keypoints is not None:
+        return run, {**timing, "keypoints": keypoints, "mae": run.manifest.cv["overall"]}
     result = {
         "family": family,
         "run_id": run.run_id,
@@ -127,7 +150,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto, ...")
     parser.add_argument("--families", default=",".join(list_models()))
     parser.add_argument("--input-size", type=int, default=None, help="default: competition's")
-    parser.add_argument("--proxy", type=Path, default=REPO.parent / "shared/data/ibug-68-proxy")
+    parser.add_argument("--competition", default="ibug-68")
+    parser.add_argument("--proxy", type=Path, default=None, help="default: ../shared/data/")
+    parser.add_argument("--workers", type=int, default=1, help="folds trained at once")
+    parser.add_argument("--keypoints", default=None, help="a subset: train on it alone")
     parser.add_argument("--no-stack", action="store_true")
     parser.add_argument("--out", default="ibug_cv.json", help="file in benchmarks/out")
     args = parser.parse_args()
@@ -135,13 +161,19 @@ def main() -> None:
     device = resolve_device(args.device)
     threads = configure_cpu_threads()
     print(f"load average at start {os.getloadavg()[0]:.2f}; torch threads {threads}")
-    comp = prepare(args.proxy, args.input_size)
+    global GROUPS
+    proxy = args.proxy or REPO.parent / "shared/data" / f"{args.competition}-proxy"
+    comp = prepare(args.competition, proxy, args.input_size)
+    GROUPS = tuple(g for g, names in comp.subsets.items() if len(names) > 1)
     data = KeypointData.load(comp.workspace.train_npz)
     n_test = len(KeypointData.load(comp.workspace.test_npz))
     folds = load_folds(comp, data)
     n_predict = int(np.bincount(folds).mean()) + n_test
     report: dict[str, Any] = {
         "budget_s": args.budget,
+        "competition": comp.name,
+        "keypoints": args.keypoints,
+        "workers": args.workers,
         "input_size": comp.input_size,
         "device": str(device),
         "threads": threads,
@@ -157,12 +189,18 @@ def main() -> None:
     print(row("mean shape (floor)", floor), flush=True)
     runs = []
     for family in args.families.split(","):
-        run, result = train_family(comp, family, data, folds, args.budget, n_predict, device)
+        run, result = train_family(
+            comp, family, data, folds, args.budget, n_predict, device, args.workers, args.keypoints
+        )
         runs.append(run)
         report["families"].append(result)
-        print(row(f"{family} ({result['epochs']} ep, {result['wall_s']:.0f} s)", result))
+        name = f"{family} ({result['epochs']} ep, {result['wall_s']:.0f} s)"
+        if args.keypoints is None:
+            print(row(name, result))
+        else:
+            print(f"| {name} | {args.keypoints} CV MAE {result['mae']:.2f} px |")
         (OUT / args.out).write_text(json.dumps(report, indent=2))
-    if not args.no_stack and len(runs) > 1:
+    if not args.no_stack and args.keypoints is None and len(runs) > 1:
         t0 = time.perf_counter()
         stacked = stack(comp, runs)
         seconds = time.perf_counter() - t0
