@@ -1,7 +1,7 @@
 """Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
 
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
-subsets, label sources, reader options); the module named by ``module`` holds the format code,
+subsets, the subsets submitted alone, label sources, reader options); the module named by ``module`` holds the format code,
 declared by `CompetitionPlugin` (what fetch and submit call), `ExamplePlugin` (what `kit demo`
 calls on the competition it draws) and `SourcesPlugin` (what ``--target-set sources`` calls on
 a competition that declares ``[sources]``). kit never imports a competition by name, so adding
