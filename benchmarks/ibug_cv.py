@@ -187,6 +187,11 @@ def main() -> None:
     floor = mean_shape_floor(comp, data, folds)
     report["mean_shape"] = floor
     print(row("mean shape (floor)", floor), flush=True)
+    if args.keypoints is not None:
+        shape = np.stack([data.keypoints[folds != f].mean(axis=0) for f in folds])
+        subset = evaluate(comp, shape, data).per_group[args.keypoints]
+        report["mean_shape"]["subset_mae"] = subset
+        print(f"| mean shape (floor) | {args.keypoints} CV MAE {subset:.2f} px |", flush=True)
     runs = []
     for family in args.families.split(","):
         run, result = train_family(
