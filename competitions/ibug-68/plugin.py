@@ -36,7 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from kit.data.arrays import KeypointData
-from kit.data.crops import crop_edges, crop_square, square_crop
+from kit.data.crops import crop_edges, crop_square, luma, square_crop
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -258,6 +258,29 @@ def _check_box(face: Face, transform: np.ndarray, size: int, width: int, height:
         raise DataError(f"{where} is far larger than the {width}x{height} image", path=face.source)
     if x0 + side <= 0 or y0 + side <= 0 or x0 >= width or y0 >= height:
         raise DataError(f"{where}: its crop misses the {width}x{height} image", path=face.source)
+
+
+# --- a user's photo (kit predict) ------------------------------------------------------------
+
+
+def photo_needs_face(comp: Competition) -> bool:
+    """The network sees a face crop: a photo needs a face box (--box, or a detector's)."""
+    return True
+
+
+def photo_input(
+    image: np.ndarray, comp: Competition, box: tuple[float, float, float, float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A photo's face as the training faces were cut: `box` (x, y, w, h, taken as a dlib
+    box) enlarged by crop_margin, squared, resized to input_size (`crop_transform`); the
+    pixels as `open_gray` reads an image (Pillow's luma). (crop, its to_original affine)."""
+    if box is None:
+        raise KitError(f"{comp.name} needs a face box for a photo")
+    opts = options(comp)
+    size = comp.input_size
+    transform = crop_transform(Box(*map(float, box)), opts["crop_margin"], size)
+    transform = transform.astype(np.float32)  # as build_split crops the training faces
+    return crop_face(luma(image), transform, size, opts["crop_pad"]), transform
 
 
 # --- metric helpers ---------------------------------------------------------------------------
