@@ -370,7 +370,8 @@ def _integer_column(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
 # labelled face, the 68 landmarks turned into FKD's keypoints, and the least-squares square
 # that puts the mean of the nine keypoints whose iBUG and FKD markup agree (eye centres and
 # corners, mouth corners, top lip) on FKD's mean positions: side 0.980, centre (-0.002, -0.012).
-# Their mean lands within 1.2 px of FKD's; a face's own spread around it is 4-6 px.
+# Their means land within 1.2 px of FKD's in each coordinate; one face's spread is 4-6 px
+# (docs/benchmarks.md, "kit predict").
 PHOTO_CROP_SIDE = 0.98
 PHOTO_CROP_SHIFT = (0.0, -0.012)
 PHOTO_PAD = "edge"  # outside the photo: its border replicated
