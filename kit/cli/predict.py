@@ -40,7 +40,7 @@ def predict_command(
         typer.Option(
             "--box",
             help="The face as x,y,w,h in the photo's pixels, for every photo (default: the "
-            "largest face OpenCV's detector finds; needs `pip install 'kit[detect]'`).",
+            "largest face OpenCV's detector finds; needs `pip install 'kit\\[detect]'`).",
         ),
     ] = None,
     device: Annotated[
