@@ -3,9 +3,11 @@
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
 subsets, the subsets submitted alone, label sources, reader options); the module named by ``module`` holds the format code,
 declared by `CompetitionPlugin` (what fetch and submit call), `ExamplePlugin` (what `kit demo`
-calls on the competition it draws) and `SourcesPlugin` (what ``--target-set sources`` calls on
-a competition that declares ``[sources]``). kit never imports a competition by name, so adding
-a third competition is a new folder and no change inside ``kit/``.
+calls on the competition it draws), `SourcesPlugin` (what ``--target-set sources`` calls on
+a competition that declares ``[sources]``) and `PhotoPlugin` (what `kit predict` calls to turn
+a user's photo into the network's input: the face crop, or the whole photo, and where its
+pixels lie in the photo). kit never imports a competition by name, so adding a third
+competition is a new folder and no change inside ``kit/``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,23 @@ class SourcesPlugin(Protocol):
     def test_keypoints(self, raw_dir: Path, comp: Competition, test: KeypointData) -> np.ndarray:
         """(M, K) bool: the keypoints the competition scores on each test row (in `test`'s
         order); a test row goes to the head of the smallest source that covers them."""
+
+
+@runtime_checkable
+class PhotoPlugin(Protocol):
+    """What `kit predict` calls to bring a user's photo to the network's input."""
+
+    def photo_needs_face(self, comp: Competition) -> bool:
+        """True when the network's input is a face crop: a box is needed (--box or the
+        detector)."""
+
+    def photo_input(
+        self, image: np.ndarray, comp: Competition, box: tuple[float, float, float, float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """From an (H, W, 3) uint8 RGB photo: the (S, S) uint8 gray network input
+        (S = comp.input_size) and its (2, 3) float affine from input pixels to the photo's
+        pixels (the same convention as KeypointData.to_original). `box` = (x, y, w, h) of the
+        face in the photo's pixels; None when photo_needs_face is False."""
 
 
 def search_path() -> list[Path]:

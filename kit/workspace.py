@@ -11,6 +11,7 @@ Layout of one competition's work folder (git-ignored)::
       runs/<run-id>/    one trained configuration (train)
       stacks/<id>/      meta-learner artifacts (stack)
       pseudo/<id>/      a teacher's pseudo-label set (pseudo)
+      predict/<stamp>/  keypoints of your own photos: keypoints.csv, a PNG each (predict)
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class Workspace:
     @property
     def pseudo(self) -> Path:
         return self.root / "pseudo"
+
+    @property
+    def predict(self) -> Path:
+        return self.root / "predict"
 
 
 class SavedPredictions:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "optuna", "lightgbm", "matplotlib")
 COMMANDS = (
     "fetch", "eda", "folds", "train", "tune", "stack", "submit", "run", "demo", "track", "pseudo",
-    "report",
+    "report", "predict",
 )  # fmt: skip
 # Prints the heavy modules loaded so far as the last stdout line; exits with main's code.
 REPORT_HEAVY = f"print(sorted(set({HEAVY!r}) & set(sys.modules)))"

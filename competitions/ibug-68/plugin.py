@@ -13,7 +13,8 @@ the image's border; a whole-pixel dlib box covers [left, left + w]):
     x_in = (x_orig - x0 + 0.5) * s - 0.5          x_orig = (x_in + 0.5) / s - 0.5 + x0
 
 which is the README's crop formula. `to_original` stores the second map as a (2, 3) affine, and
-the pixels are resampled with exactly that map (Pillow's antialiased resize of the crop).
+the pixels are resampled with exactly that map (Pillow's antialiased resize of the crop; both
+in kit.data.crops, shared with other plug-ins).
 Parts of the crop outside the image are padded (`crop_pad`: "edge" replicate or "constant" 0).
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import math
 import os
 import re
 from collections.abc import Collection
@@ -36,6 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from kit.data.arrays import KeypointData
+from kit.data.crops import crop_edges, crop_square, luma, square_crop
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -160,8 +161,10 @@ def crop_transform(box: Box, margin: float, size: int) -> np.ndarray:
     side = max(box.width, box.height) * (1 + 2 * margin)
     x0 = box.left + box.width / 2 - side / 2
     y0 = box.top + box.height / 2 - side / 2
-    inv = side / size
-    return np.array([[inv, 0, x0 + 0.5 * inv - 0.5], [0, inv, y0 + 0.5 * inv - 0.5]])
+    return square_crop(x0, y0, side, size)
+
+
+crop_face = crop_square  # a face's pixels through its crop_transform (kit.data.crops)
 
 
 def to_input(points: np.ndarray, to_original: np.ndarray) -> np.ndarray:
@@ -169,49 +172,6 @@ def to_input(points: np.ndarray, to_original: np.ndarray) -> np.ndarray:
     a = np.asarray(to_original, np.float64)
     inverse = np.linalg.inv(a[:, :, :2])
     return np.einsum("nij,nkj->nki", inverse, points - a[:, None, :, 2])
-
-
-def _crop_edges(to_original: np.ndarray, size: int) -> tuple[float, float, float]:
-    """(x0, y0, side) of a square crop transform: its top-left EDGE and side, original pixels."""
-    inv = float(to_original[0, 0])
-    if to_original[0, 1] or to_original[1, 0] or not math.isclose(to_original[1, 1], inv):
-        raise ValueError("only axis-aligned square crops are supported")
-    shift = 0.5 - 0.5 * inv
-    return float(to_original[0, 2]) + shift, float(to_original[1, 2]) + shift, inv * size
-
-
-def crop_face(
-    gray: np.ndarray, to_original: np.ndarray, size: int, pad: str = "edge"
-) -> np.ndarray:
-    """Resample a (H, W) uint8 image through `to_original` into a (size, size) uint8 crop."""
-    x0, y0, side = _crop_edges(to_original, size)
-    px0, py0 = math.floor(x0), math.floor(y0)
-    px1, py1 = math.ceil(x0 + side), math.ceil(y0 + side)
-    window = _padded_window(gray, px0, py0, px1, py1, pad)
-    box = (
-        x0 - px0,
-        y0 - py0,
-        min(x0 - px0 + side, px1 - px0),
-        min(y0 - py0 + side, py1 - py0),
-    )
-    resized = Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(resized, np.uint8)
-
-
-def _padded_window(gray: np.ndarray, x0: int, y0: int, x1: int, y1: int, pad: str) -> np.ndarray:
-    """gray[y0:y1, x0:x1] where the range may run past the image: padded, never an error."""
-    h, w = gray.shape
-    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
-        return np.ascontiguousarray(gray[y0:y1, x0:x1])
-    if pad == "edge":
-        rows = np.clip(np.arange(y0, y1), 0, h - 1)
-        cols = np.clip(np.arange(x0, x1), 0, w - 1)
-        return gray[np.ix_(rows, cols)]
-    window = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
-    if sy0 < sy1 and sx0 < sx1:
-        window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = gray[sy0:sy1, sx0:sx1]
-    return window
 
 
 # --- building a split -------------------------------------------------------------------------
@@ -291,13 +251,36 @@ def open_gray(path: Path, shown: str) -> np.ndarray:
 
 
 def _check_box(face: Face, transform: np.ndarray, size: int, width: int, height: int) -> None:
-    x0, y0, side = _crop_edges(transform, size)
+    x0, y0, side = crop_edges(transform, size)
     b = face.box
     where = f"image {face.file!r} box ({b.left:g}, {b.top:g}, {b.width:g}x{b.height:g})"
     if side > MAX_BOX_TO_IMAGE * max(width, height):
         raise DataError(f"{where} is far larger than the {width}x{height} image", path=face.source)
     if x0 + side <= 0 or y0 + side <= 0 or x0 >= width or y0 >= height:
         raise DataError(f"{where}: its crop misses the {width}x{height} image", path=face.source)
+
+
+# --- a user's photo (kit predict) ------------------------------------------------------------
+
+
+def photo_needs_face(comp: Competition) -> bool:
+    """The network sees a face crop: a photo needs a face box (--box, or a detector's)."""
+    return True
+
+
+def photo_input(
+    image: np.ndarray, comp: Competition, box: tuple[float, float, float, float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A photo's face as the training faces were cut: `box` (x, y, w, h, taken as a dlib
+    box) enlarged by crop_margin, squared, resized to input_size (`crop_transform`); the
+    pixels as `open_gray` reads an image (Pillow's luma). (crop, its to_original affine)."""
+    if box is None:
+        raise KitError(f"{comp.name} needs a face box for a photo")
+    opts = options(comp)
+    size = comp.input_size
+    transform = crop_transform(Box(*map(float, box)), opts["crop_margin"], size)
+    transform = transform.astype(np.float32)  # as build_split crops the training faces
+    return crop_face(luma(image), transform, size, opts["crop_pad"]), transform
 
 
 # --- metric helpers ---------------------------------------------------------------------------

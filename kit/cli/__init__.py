@@ -7,7 +7,21 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from kit.cli import demo, eda, fetch, folds, pseudo, report, run, stack, submit, track, train, tune  # noqa: F401  (each module registers its command)
+from kit.cli import (  # noqa: F401  (each module registers its command)
+    demo,
+    eda,
+    fetch,
+    folds,
+    predict,
+    pseudo,
+    report,
+    run,
+    stack,
+    submit,
+    track,
+    train,
+    tune,
+)
 from kit.cli.app import app
 from kit.console import err_console
 from kit.errors import KitError

@@ -13,7 +13,7 @@ from kit.workspace import WORK_ENV
 app = typer.Typer(
     name="kit",
     help="Kaggle competition kit: fetch, eda, folds, train, tune, stack, submit, track, pseudo, "
-    "report.",
+    "report, predict.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

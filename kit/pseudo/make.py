@@ -42,11 +42,8 @@ from kit.pseudo.store import (
     write_pseudo,
 )
 from kit.submit import Source, list_sources, resolve_source
-from kit.training.config import RunConfig, run_speed
 from kit.training.device import configure_cpu_threads, device_images, resolve_device
-from kit.training.flip import flip_permutation
-from kit.training.predict import predict_rows
-from kit.training.runs import RunResult, load_fold_model, load_run
+from kit.training.runs import RunResult, fold_predictions, load_run
 from kit.training.sources import Routing, route
 from kit.training.targets import TargetPlan
 
@@ -251,7 +248,6 @@ def _routing(
     return None if heads is None else route(comp, heads, data, test)
 
 
-@torch.no_grad()
 def fold_model_predictions(
     comp: Competition,
     run: RunResult,
@@ -262,33 +258,13 @@ def fold_model_predictions(
     routing: Routing | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What `run`'s fold-`fold` checkpoint predicts for all of `images` and `test_images`,
-    (N, K', 2) and (M, K', 2) in the run's keypoint columns, as its training predicted
-    (its sub-models merged, flip TTA when the run used it; a run with heads needs the
-    `routing` of those rows)."""
-    checkpoint = run.path / f"fold-{fold}.pt"
-    if not checkpoint.is_file():
-        raise DataError(
-            f"run {run.run_id} has no model of fold {fold}",
-            path=checkpoint,
-            hint=f"retrain it: `kit train {comp.name} {run.manifest.family} ...`",
-        )
-    config = RunConfig(**run.manifest.config)
-    plan = TargetPlan.from_description(run.manifest.plan)
-    speed = run_speed(config, device)
-    batch = int(config.train.get("eval_batch_size", 256))
-    train_parts, test_parts = {}, {}
-    sources = (None, None) if routing is None else (routing.train, routing.test)
-    for sub in plan.submodels:
-        model = load_fold_model(run.path, fold, sub.name, str(device))
-        perm = flip_permutation(comp, sub.columns) if config.train.get("tta", True) else None
-        for parts, split, rows in zip(
-            (train_parts, test_parts), (images, test_images), sources, strict=True
-        ):
-            pred = predict_rows(
-                model, split, None, device, batch_size=batch, flip_perm=perm, speed=speed
-            )
-            parts[sub.name] = sub.pick(pred, rows)
-    return plan.merge(train_parts), plan.merge(test_parts)
+    (N, K', 2) and (M, K', 2) in the run's keypoint columns (kit.training.runs.
+    fold_predictions; a run with heads needs the `routing` of those rows)."""
+    train_sources, test_sources = (None, None) if routing is None else (routing.train, routing.test)
+    return (
+        fold_predictions(comp, run, fold, images, device, train_sources),
+        fold_predictions(comp, run, fold, test_images, device, test_sources),
+    )
 
 
 # ------------------------------------------------------------------------- the record

@@ -358,6 +358,41 @@ def load_fold_model(
     return model.to(device).eval()
 
 
+@torch.no_grad()
+def fold_predictions(
+    comp: Competition,
+    run: RunResult,
+    fold: int,
+    images: torch.Tensor,
+    device: torch.device,
+    sources: np.ndarray | None = None,
+) -> np.ndarray:
+    """What `run`'s fold-`fold` checkpoint predicts for every one of `images` (device uint8
+    (n, 1, S, S)), (n, K', 2) input pixels in the run's keypoint columns, as its training
+    predicted its test rows: its sub-models merged, flip TTA when the run used it; a run with
+    heads (target set sources) needs each row's source (`sources`, (n,) head indices)."""
+    checkpoint = run.path / f"fold-{fold}.pt"
+    if not checkpoint.is_file():
+        raise DataError(
+            f"run {run.run_id} has no model of fold {fold}",
+            path=checkpoint,
+            hint=f"retrain it: `kit train {comp.name} {run.manifest.family} ...`",
+        )
+    config = RunConfig(**run.manifest.config)
+    plan = TargetPlan.from_description(run.manifest.plan)
+    speed = run_speed(config, device)
+    batch = int(config.train.get("eval_batch_size", 256))
+    parts = {}
+    for sub in plan.submodels:
+        model = load_fold_model(run.path, fold, sub.name, str(device))
+        perm = flip_permutation(comp, sub.columns) if config.train.get("tta", True) else None
+        pred = predict_rows(
+            model, images, None, device, batch_size=batch, flip_perm=perm, speed=speed
+        )
+        parts[sub.name] = sub.pick(pred, sources)
+    return plan.merge(parts)
+
+
 # ---------------------------------------------------------------- assembling a run
 
 

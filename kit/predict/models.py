@@ -1,0 +1,134 @@
+"""Any images through a finished run or stack, as they predicted their own test split.
+
+A run: every trained fold's checkpoint (kit.training.runs.fold_predictions: its sub-models
+merged as its target set merges them, flip TTA as the run used it), averaged over the folds as
+its test.npy is. A run with one head per label source routes each image to a head by the
+keypoints asked of it (`scored`, (n, K) bool; None: every keypoint, which is a photo's case).
+
+A stack keeps no fitted meta-models (kit.stack.store writes predictions, picks and weights), so
+its meta-models are fitted again: `stack_predictions` with the stack's settings, its base runs'
+OOF and the current training data and folds, the images as the test split. That is the stack's
+own algorithm on its own inputs, so it fits as the stack did (the same picks, checked) and
+takes as long as `kit stack` took; only the base runs' test columns are the images'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from kit.competition import Competition
+from kit.data.arrays import KeypointData
+from kit.errors import KitError
+from kit.progress import Event, OnEvent, ignore
+from kit.provenance import data_checksums, folds_checksum
+from kit.stack import LIGHTGBM_DEFAULTS, BaseModel, StackResult, StackSettings, stack_predictions
+from kit.submit import Source
+from kit.training.device import configure_cpu_threads, device_images, resolve_device
+from kit.training.runs import RunResult, fold_predictions, load_run
+from kit.training.targets import TargetPlan
+
+
+def predict_images(
+    comp: Competition,
+    source: Source,
+    images: np.ndarray,
+    scored: np.ndarray | None = None,
+    *,
+    device: str | None = None,
+    on_event: OnEvent = ignore,
+) -> np.ndarray:
+    """(n, K', 2) float32 input-pixel predictions of `source` for uint8 (n, S, S) `images`,
+    columns = `source.keypoints`; for the cached test split (with its `scored` keypoints)
+    they are the source's test.npy."""
+    torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        configure_cpu_threads()
+    if isinstance(source.saved, RunResult):
+        return run_predictions(comp, source.saved, images, scored, torch_device)
+    assert isinstance(source.saved, StackResult)
+    return stack_test(comp, source.saved, images, scored, torch_device, on_event)
+
+
+def run_predictions(
+    comp: Competition, run: RunResult, images: np.ndarray, scored: np.ndarray | None, device
+) -> np.ndarray:
+    """The mean over `run`'s trained folds of each fold model's predictions."""
+    sources = row_sources(comp, run, len(images), scored)
+    tensor = device_images(np.require(images, np.uint8, ["C", "W"]), device)  # torch: writable
+    folds = list(run.manifest.folds["trained"])
+    if not folds:
+        raise KitError(f"run {run.run_id} has no trained fold")
+    preds = [fold_predictions(comp, run, fold, tensor, device, sources) for fold in folds]
+    return np.mean(preds, axis=0).astype(np.float32)
+
+
+def row_sources(
+    comp: Competition, run: RunResult, n: int, scored: np.ndarray | None
+) -> np.ndarray | None:
+    """Each image's head for a run with one head per label source (else None): the smallest
+    source that covers the keypoints asked of it (all of them by default), or the widest."""
+    heads = TargetPlan.from_description(run.manifest.plan).heads
+    if heads is None:
+        return None
+    asked = np.ones((n, comp.num_keypoints), bool) if scored is None else np.asarray(scored)
+    widest = max(range(len(heads.names)), key=lambda h: len(heads.keypoints[h]))
+    sources = heads.assign(asked)
+    return np.where(sources < 0, widest, sources)
+
+
+def stack_test(
+    comp: Competition,
+    stack: StackResult,
+    images: np.ndarray,
+    scored: np.ndarray | None,
+    device,
+    on_event: OnEvent = ignore,
+) -> np.ndarray:
+    """The stack's meta-models fitted again as `kit stack` fitted them, `images` as the test
+    split; its picked method per keypoint (columns = its keypoint_indices)."""
+    from kit.data.folds import load_folds  # the folds stage owns the file format
+
+    manifest = stack.manifest
+    check_stack_inputs(comp, stack)
+    data = KeypointData.load(comp.workspace.train_npz)
+    folds = np.asarray(load_folds(comp, data), np.int64)
+    bases = []
+    for run_id in stack.run_ids:  # in the stack's order
+        run = load_run(comp, run_id)
+        test = np.full((len(images), comp.num_keypoints, 2), np.nan, np.float64)
+        test[:, run.keypoints] = run_predictions(comp, run, images, scored, device)
+        bases.append(replace(BaseModel.from_run(comp, run), test=test))
+    text = f"fitting stack {stack.stack_id}'s meta-models again (kit stack took "
+    on_event(Event("predict", "step", text=f"{text}{manifest.seconds:.0f} s)"))
+    settings = StackSettings(
+        features=frozenset(manifest.features),
+        lightgbm=dict(manifest.lightgbm or LIGHTGBM_DEFAULTS),
+    )
+    outcome = stack_predictions(comp, data, images, folds, bases, settings, on_event)
+    if outcome.picks != manifest.picks:
+        changed = sorted(k for k, v in outcome.picks.items() if manifest.picks.get(k) != v)
+        raise KitError(
+            f"stack {stack.stack_id} fitted again picks other methods for {', '.join(changed)} "
+            "than it did",
+            path=stack.path,
+            hint=f"the stacking code changed since; rerun `kit stack {comp.name}`",
+        )
+    return outcome.picked_test[:, manifest.keypoint_indices].astype(np.float32)
+
+
+def check_stack_inputs(comp: Competition, stack: StackResult) -> None:
+    """The stack refits on the cached training data and folds: they must be what it used."""
+    manifest = stack.manifest
+    if manifest.data.get("train") != data_checksums(comp)["train"]:
+        problem = "other cached training data"
+    elif manifest.folds.get("sha256") != folds_checksum(comp):
+        problem = "another folds file"
+    else:
+        return
+    raise KitError(
+        f"stack {stack.stack_id} was fitted on {problem}: its meta-models cannot be fitted again",
+        path=stack.path,
+        hint=f"rerun `kit stack {comp.name}`, or predict with one of its runs (--from RUN)",
+    )
