@@ -31,6 +31,7 @@ class Pipeline:
     submissions: Path
     truth: np.ndarray  # (3, 58, 2) photo pixels of the test photos
     out: dict[str, str]
+    predicted: Path  # kit predict's output folder for test_002.jpg and test_000.jpg
 
     def set_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KIT_COMPETITIONS", str(self.comp.root.parent))
@@ -83,7 +84,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         out["submit"] = _kit("submit", "imm-58", "--from", stack_id, "--dry-run")
         nose_run = _run_of(comp, keypoints=1)
         out["submit_nose"] = _kit("submit", "imm-58", "--from", nose_run.name, "--dry-run")
-    return Pipeline(comp, work, submissions, truth, out)
+        photos = [raw / "test" / "test_002.jpg", raw / "test" / "test_000.jpg"]
+        full_run = _run_of(comp, keypoints=58)
+        out["predict"] = _kit("predict", "imm-58", *photos, "--from", full_run.name,
+                              "--out", root / "predicted")  # fmt: skip
+    return Pipeline(comp, work, submissions, truth, out, root / "predicted")
 
 
 @pytest.fixture
@@ -158,3 +163,15 @@ def test_a_subset_that_is_not_submittable_is_refused(
     assert main(["submit", "imm-58", "--from", eyes.name, "--dry-run"]) != 0
     err = capsys.readouterr().err
     assert "predicts 16 of 58 keypoints" in err and "nose_tip" in err
+
+
+def test_predict_on_whole_photos_is_the_run_in_photo_pixels(e2e: Pipeline) -> None:
+    """kit predict frames a photo as the cache did: the run's own test predictions come back."""
+    run = _run_of(e2e.comp, keypoints=58)
+    expected = _photo_pixels(np.load(run / "test.npy").astype(np.float64))[[2, 0]]
+    table = pd.read_csv(e2e.predicted / "keypoints.csv")
+    assert list(table.keypoint[:58]) == list(e2e.comp.keypoint_names)
+    assert table.box_from.eq("none").all()
+    got = table[["x", "y"]].to_numpy().reshape(2, 58, 2)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert (e2e.predicted / "test_002.png").is_file() and (e2e.predicted / "test_000.png").is_file()
