@@ -1,13 +1,17 @@
 """Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
 
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
-subsets, the subsets submitted alone, label sources, reader options); the module named by ``module`` holds the format code,
-declared by `CompetitionPlugin` (what fetch and submit call), `ExamplePlugin` (what `kit demo`
-calls on the competition it draws), `SourcesPlugin` (what ``--target-set sources`` calls on
+subsets, the subsets submitted alone, label sources, reader options); the module named by
+``module`` holds the format code, declared by `CompetitionPlugin` (what fetch and submit call),
+`ExamplePlugin` (what `kit demo` calls on the competition it draws), `SourcesPlugin` (what ``--target-set sources`` calls on
 a competition that declares ``[sources]``) and `PhotoPlugin` (what `kit predict` calls to turn
 a user's photo into the network's input: the face crop, or the whole photo, and where its
 pixels lie in the photo). kit never imports a competition by name, so adding a third
 competition is a new folder and no change inside ``kit/``.
+
+``kaggle_slug`` is optional: a competition without one (a class competition, say) has no Kaggle
+page (`Competition.on_kaggle` is false), so `kit fetch` needs ``--from``, `kit submit` and
+`kit run --upload` keep the file without uploading, and `kit track` has no leaderboard to read.
 """
 
 from __future__ import annotations
@@ -128,11 +132,11 @@ def available() -> list[str]:
 class Competition:
     name: str
     root: Path
-    kaggle_slug: str
     keypoint_names: tuple[str, ...]
     flip_pairs: tuple[tuple[int, int], ...]
     input_size: int
     metric: str
+    kaggle_slug: str = ""  # "" = no Kaggle page (see `on_kaggle`)
     subsets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Label sources: name -> the keypoints its rows are labelled with, as a subset name, "all"
     # or a comma list of keypoint names (kit.training.sources; --target-set sources).
@@ -153,6 +157,17 @@ class Competition:
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoint_names)
+
+    @property
+    def on_kaggle(self) -> bool:
+        """Whether the competition has a Kaggle page to download from, submit to and track."""
+        return bool(self.kaggle_slug)
+
+    def require_kaggle(self, why: str, hint: str) -> str:
+        """The Kaggle slug, or a one-line error saying what cannot be done without a page."""
+        if not self.on_kaggle:
+            raise KitError(f"{self.name} has no Kaggle page: {why}", hint=hint)
+        return self.kaggle_slug
 
     @property
     def workspace(self) -> Workspace:
@@ -206,7 +221,7 @@ def _parse_config(path: Path) -> Competition:
         return Competition(
             name=cfg["name"],
             root=path.parent,
-            kaggle_slug=cfg.get("kaggle_slug", ""),
+            kaggle_slug=_kaggle_slug(cfg.get("kaggle_slug"), path),
             keypoint_names=names,
             flip_pairs=pairs,
             input_size=int(cfg["input_size"]),
@@ -220,6 +235,19 @@ def _parse_config(path: Path) -> Competition:
         )
     except KeyError as exc:
         raise KitError(f"competition config lacks or misnames {exc}", path=path) from exc
+
+
+def _kaggle_slug(value: Any, path: Path) -> str:
+    """The optional slug: absent or empty means the competition has no Kaggle page."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise KitError(
+            f"kaggle_slug must be a string, not {value!r}",
+            path=path,
+            hint="leave it out for a competition without a Kaggle page",
+        )
+    return value.strip()
 
 
 def _keypoint_spec(value: str | list[str]) -> str:

@@ -25,6 +25,7 @@ from kit.progress import Event, OnEvent, ignore
 from kit.workspace import Workspace, read_json, sha256_file, write_json
 
 _SOURCE_HINT = "give a competition zip or folder"
+NO_KAGGLE_HINT = "give its files with --from PATH, a zip or folder"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def fetch(
 ) -> FetchResult:
     """Download (or take `source`), verify, and cache `comp`'s data under its work folder."""
     started = time.perf_counter()
+    if source is None:  # before anything is written or the kaggle client is imported
+        comp.require_kaggle("nothing to download", hint=NO_KAGGLE_HINT)
     ws = comp.workspace
     ws.root.mkdir(parents=True, exist_ok=True)
     if source is None:

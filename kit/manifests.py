@@ -212,3 +212,4 @@ class SubmissionManifest(Manifest):
     kaggle_ref: int | None = None
     upload_error: str | None = None
     uploaded_at: str | None = None
+    upload_skipped: str | None = None  # why it can never be uploaded (no Kaggle page)

@@ -356,7 +356,8 @@ def run_pipeline(
     pseudo: bool = False,
 ) -> PipelineResult:
     """fetch (from `source`, else the cache, else Kaggle) -> folds -> tune -> pseudo ->
-    stack -> submit (uploaded only with `upload`), within about `budget_seconds`.
+    stack -> submit (uploaded only with `upload`, and never for a competition without a Kaggle
+    page: its submission is kept and its manifest says why), within about `budget_seconds`.
 
     With the planner (no `epochs`) and `pseudo`, the plan may hold a pseudo-labelled student
     of its best run: the other runs are stacked (the teacher), `kit pseudo` labels what the
@@ -375,7 +376,7 @@ def run_pipeline(
         epochs=epochs,
         best_n=best_n,
         device=device,
-        upload=upload,
+        upload=upload and comp.on_kaggle,  # no time kept for an upload that cannot happen
     )
     deadline = deadline_total - plan.stack_reserve - plan.submit_reserve
     run_plan = None

@@ -6,6 +6,8 @@ Files go to ``$KIT_SUBMISSIONS/<competition>/`` (default ``./submissions/<compet
 with ``uploaded: false`` and ``kaggle_ref: null``; only a ref that Kaggle returned (kit.kaggle
 raises for anything else) turns it into ``uploaded: true``. A failed upload records its error
 and keeps the file, so nothing is lost and nothing is marked uploaded that Kaggle did not take.
+A competition without a Kaggle page (no ``kaggle_slug``) never uploads: its manifest says why
+in ``upload_skipped`` and the file is kept, as for a dry run.
 `kit track` reads the fields ``file``, ``cv_score`` and ``kaggle_ref``.
 
 The competition's plug-in writes and validates the file (``write_submission``). For
@@ -288,8 +290,10 @@ def make_submission(
     manifest = _manifest(comp, csv_path, main, eight, info, message, dry_run)
     manifest.write(manifest_path)
     result = SubmissionResult(csv_path, manifest_path, manifest)
-    if not dry_run:
+    if not dry_run and comp.on_kaggle:
         upload(comp, result, on_event=on_event)
+    elif not dry_run:
+        on_event(Event("submit", "step", text=f"not uploaded: {manifest.upload_skipped}"))
     return result
 
 
@@ -326,18 +330,25 @@ def _manifest(comp, csv_path, main: Source, eight: Source | None, info, message,
         },
         message=message,
         dry_run=dry_run,
+        upload_skipped=None if comp.on_kaggle else no_kaggle_page(comp),
         git_commit=git_commit(),
         kit=kit.__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
 
+def no_kaggle_page(comp: Competition) -> str:
+    """Why a competition without a Kaggle page never uploads (the manifest's upload_skipped)."""
+    return f"{comp.name} has no Kaggle page, so there is nothing to upload to; the file is kept"
+
+
 def upload(comp: Competition, result: SubmissionResult, on_event: OnEvent = ignore) -> int:
     """Upload a written submission; record Kaggle's ref (or the error) in its manifest."""
+    slug = comp.require_kaggle("nothing to upload to", hint=f"the file is kept: {result.path}")
     from kit import kaggle  # late: the kaggle client is slow and noisy to import
 
     try:
-        ref = kaggle.submit(comp.kaggle_slug, result.path, result.manifest.message)
+        ref = kaggle.submit(slug, result.path, result.manifest.message)
     except KaggleError as exc:
         result.manifest = result.manifest.replace(
             uploaded=False, kaggle_ref=None, upload_error=str(exc)

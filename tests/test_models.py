@@ -20,7 +20,7 @@ from kit.models import (
 from kit.models import codec as codec_module
 from kit.models import registry as registry_module
 
-FAMILIES = ["convbn", "heatmap", "lenet", "resnet", "sp"]
+FAMILIES = ["convbn", "heatmap", "lenet", "resnet", "sixconv", "sp"]
 TRAIN_KEYS = {
     "optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule",
     "warmup_epochs", "patience", "flip", "rotate_deg", "shift", "scale", "brightness",
@@ -42,6 +42,8 @@ def test_every_family_is_registered_with_the_loop_settings() -> None:
     sp = get_family("sp").train_defaults
     assert (sp["optimizer"], sp["lr"], sp["momentum"], sp["batch_size"]) == ("sgd", 0.01, 0.9, 128)
     assert get_family("lenet").train_defaults["optimizer"] == "adam"
+    six = get_family("sixconv").train_defaults
+    assert (six["optimizer"], six["lr"], six["schedule"]) == ("adam", 1e-3, "none")  # the class's
     for strong in ("resnet", "heatmap"):
         recipe = get_family(strong).train_defaults
         assert recipe["optimizer"] == "adamw" and recipe["schedule"] in ("cosine", "onecycle")
@@ -111,6 +113,57 @@ def test_models_run_channels_last_and_under_bf16_autocast(name: str, device: tor
         loss = model.codec.loss(output, targets, mask)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert model.codec.decode(output).dtype == torch.float32
+
+
+def convs_and_map(model: torch.nn.Module, size: int) -> tuple[list[tuple[int, int]], int]:
+    """(kernel, out channels) of each conv, and the side of the last feature map."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    return [(c.kernel_size[0], c.out_channels) for c in convs], size // 2**pools
+
+
+@pytest.mark.parametrize(
+    ("k", "size", "side", "low", "high"),
+    [(15, 96, 6, 250_000, 400_000), (68, 128, 4, 150_000, 250_000), (58, 128, 4, 150_000, 250_000),
+     (15, 64, 4, 120_000, 200_000), (3, 8, 4, 120_000, 200_000)],
+)  # fmt: skip
+def test_sixconv_is_six_convs_of_12_to_32_channels_at_any_size(
+    k: int, size: int, side: int, low: int, high: int
+) -> None:
+    """Pooled after every conv until the map is 4 to 7 px, so the dense layers stay small."""
+    model = create_model("sixconv", k, size)
+    convs, last = convs_and_map(model, size)
+    assert convs == [(5, 12), (5, 16), (3, 20), (3, 24), (3, 28), (3, 32)] and last == side
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [d.out_features for d in dense] == [256, 2 * k]  # two dense layers: hidden, head
+    assert dense[0].in_features == 32 * side * side
+    assert low <= sum(p.numel() for p in model.parameters()) <= high
+    assert model(torch.rand(3, 1, size, size)).shape == (3, 2 * k)
+    wide = create_model("sixconv", k, size, width=2.0, hidden=64)
+    assert convs_and_map(wide, size)[0][-1] == (3, 64) and wide.network[1].in_features == 64
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_sixconv_learns_a_tiny_batch_with_its_own_recipe(size: int) -> None:
+    """25 steps of the family's optimiser (Adam, lr 1e-3) on 8 noise images: past the mean face
+    (where the loss first settles) to fitting the batch, at under half the first loss."""
+    torch.manual_seed(0)
+    model = create_model("sixconv", 5, size)
+    images = torch.rand(8, 1, size, size)
+    keypoints = random_keypoints(8, 5, size, seed=2)
+    keypoints[1, 2] = float("nan")
+    targets, mask = model.codec.encode(keypoints)
+    recipe = get_family("sixconv").train_defaults
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    losses = []
+    for _ in range(25):
+        loss = model.codec.loss(model(images), targets, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-5:]) < 0.5 * losses[0]
 
 
 def test_wrong_image_size_is_a_clear_error() -> None:
@@ -331,7 +384,7 @@ def test_wing_is_steeper_than_l1_for_small_errors() -> None:
     assert grads["soft_wing"] == pytest.approx(grads["l1"])  # linear near 0: no dead zone
 
 
-@pytest.mark.parametrize("name", ["convbn", "lenet", "resnet", "sp"])
+@pytest.mark.parametrize("name", [f for f in FAMILIES if f != "heatmap"])
 def test_every_regression_family_takes_the_wing_losses(name: str) -> None:
     for loss in ("wing", "soft_wing"):
         assert create_model(name, 15, 96, loss=loss).codec.loss_name == loss
@@ -405,7 +458,9 @@ def test_dark_keeps_the_argmax_where_the_taylor_step_is_undefined() -> None:
 
 
 def test_unknown_model_lists_the_families() -> None:
-    with pytest.raises(KitError, match=r"unknown model 'vgg'.*convbn, heatmap, lenet, resnet, sp"):
+    with pytest.raises(
+        KitError, match=r"unknown model 'vgg'.*convbn, heatmap, lenet, resnet, sixconv, sp"
+    ):
         create_model("vgg", 15, 96)
 
 

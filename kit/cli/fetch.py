@@ -19,7 +19,11 @@ def fetch_command(
     competition: Annotated[str, typer.Argument(help="Competition name, e.g. facial-keypoints.")],
     source: Annotated[
         Path | None,
-        typer.Option("--from", help="A local competition zip or folder (offline)."),
+        typer.Option(
+            "--from",
+            help="A local competition zip or folder (offline; the only way for a competition "
+            "without a Kaggle page).",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-download and re-parse.")] = False,
 ) -> None:

@@ -15,6 +15,7 @@ from kit.cli.output import WideOption
 from kit.cli.plain import progress_view
 from kit.cli.tables import PipelineView, print_pipeline_result
 from kit.competition import load_competition
+from kit.console import err_console
 from kit.errors import KitError
 
 DEFAULT_BUDGET = "20m"
@@ -75,6 +76,12 @@ def run_command(
         return
     comp = load_competition(competition)
     seconds = parse_budget(budget or DEFAULT_BUDGET)
+    if upload and not comp.on_kaggle:
+        err_console.print(
+            f"[yellow]warning:[/] --upload: {comp.name} has no Kaggle page, so there is nothing "
+            "to upload to; the submission is written and kept",
+            soft_wrap=True,
+        )
     with progress_view(lambda: PipelineView(seconds), budget=seconds, metric=comp.metric) as view:
         result = run_pipeline(
             comp,

@@ -37,11 +37,12 @@ def submit_command(
         bool, typer.Option("--dry-run", help="Write and validate the file, do not upload.")
     ] = False,
 ) -> None:
-    """Write the submission file and its manifest; upload it to Kaggle unless --dry-run."""
+    """Write the submission file and its manifest; upload it to Kaggle unless --dry-run (or
+    the competition has no Kaggle page: then the file is kept and nothing is uploaded)."""
     from kit.submit import make_submission
 
     comp = load_competition(competition)
-    status = "writing" if dry_run else "writing and uploading"
+    status = "writing" if dry_run or not comp.on_kaggle else "writing and uploading"
     with err_console.status(f"{status} the submission for {comp.name}"):
         result = make_submission(
             comp, source, eight_source=eight_source, message=message, dry_run=dry_run

@@ -249,6 +249,8 @@ def submission_summary(result: SubmissionResult) -> str:
         lines.append(f"{settings['values_clipped']} values clipped into the image")
     if result.uploaded:
         lines.append(f"[green]uploaded: Kaggle ref {result.kaggle_ref}[/]")
+    elif manifest.upload_skipped:
+        lines.append(f"[yellow]not uploaded:[/] {manifest.upload_skipped}")
     else:
         lines.append("[yellow]dry run: not uploaded[/] (kit submit without --dry-run uploads)")
     return "\n".join(lines)

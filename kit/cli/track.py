@@ -23,7 +23,7 @@ from kit.cli.output import (
 )
 from kit.competition import Competition, load_competition
 from kit.console import console, err_console
-from kit.track import loop, schedule
+from kit.track import leaderboard_slug, loop, schedule
 from kit.workspace import submissions_dir
 
 if TYPE_CHECKING:
@@ -85,6 +85,13 @@ Submissions = Annotated[
 ]
 
 
+def _tracked(name: str) -> Competition:
+    """The competition, refused in one line when it has no Kaggle leaderboard to track."""
+    comp = load_competition(name)
+    leaderboard_slug(comp)
+    return comp
+
+
 def _manifests(comp: Competition, folder: Path | None) -> Path:
     return folder if folder is not None else submissions_dir(comp.name)
 
@@ -115,7 +122,7 @@ def snap_command(
     from kit.cli.track_views import print_track_event
     from kit.track import notify, snapshot
 
-    comp = load_competition(competition)
+    comp = _tracked(competition)
     if webhook:
         notify.check_webhook_url(webhook)
 
@@ -148,7 +155,7 @@ def show_command(
     from kit.track.store import TrackStore
 
     check_format(fmt, wide)
-    comp = load_competition(competition)
+    comp = _tracked(competition)
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         ov = _overview(comp, store, team, submissions, top)
     if fmt is Format.csv:
@@ -173,7 +180,7 @@ def plot_command(
     from kit.track import plots
     from kit.track.store import TrackStore
 
-    comp = load_competition(competition)
+    comp = _tracked(competition)
     folder = out or comp.workspace.root / "track"
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         charts = plots.write_charts(store, _overview(comp, store, team, submissions), folder, top_k)
@@ -195,7 +202,7 @@ def report_command(
     from kit.track import plots, report
     from kit.track.store import TrackStore
 
-    comp = load_competition(competition)
+    comp = _tracked(competition)
     folder = comp.workspace.root / "track"
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         ov = _overview(comp, store, team, submissions)
@@ -219,7 +226,7 @@ def install_command(
     """Print (or with --apply install) a crontab line or systemd timer taking one snapshot."""
     from kit.track import notify
 
-    comp = load_competition(competition)
+    comp = _tracked(competition)
     if webhook:
         notify.check_webhook_url(webhook)
     options = (

@@ -7,7 +7,7 @@
 A new family is one module here, decorated with `register_model` and imported below.
 """
 
-from kit.models import convbn, heatmap, lenet, resnet, sp  # noqa: F401  (registers the families)
+from kit.models import convbn, heatmap, lenet, resnet, sixconv, sp  # noqa: F401  (registers them)
 from kit.models.codec import HeatmapCodec, KeypointCodec, RegressionCodec
 from kit.models.registry import (
     KeypointModel,

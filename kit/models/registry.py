@@ -32,7 +32,9 @@ CPU_SPEED_KEYS = ("channels_last", "bf16", "compile")
 # Measured on a 2-core AVX2 CPU (benchmarks/train_throughput.py, docs/benchmarks.md "CPU speed"):
 # channels_last trained every family 9-44 % faster; bf16 autocast was 4-15x slower (no native
 # bf16); torch.compile ranged from -28 % to +25 % and cost 11-63 s of compiling per process and
-# shape. All five families declare this; a family that measures otherwise declares its own.
+# shape. The five measured families declare this (sixconv too, not yet measured: a plain
+# conv + max-pool + dense net like sp and convbn); a family that measures otherwise declares
+# its own.
 CPU_SPEED: dict[str, bool] = {"channels_last": True}
 
 

@@ -181,7 +181,9 @@ def submissions_section(folder: WorkFolder) -> str:
     ]
     head = ["created", "file", "from", f"CV {folder.metric.upper()}", "public", "private"]
     parts = [table([*head, "upload"], rows)]
-    if not folder.tracked:
+    if not folder.on_kaggle:
+        parts.append(none(f"public scores: none ({folder.competition} has no Kaggle page)"))
+    elif not folder.tracked:
         parts.append(
             none(
                 f"public scores: not tracked (kit track {folder.competition} records them "
@@ -197,6 +199,8 @@ def submissions_section(folder: WorkFolder) -> str:
 def _upload(sub: SubmissionRecord) -> str:
     if sub.upload_error:
         return f"failed: {sub.upload_error}"
+    if sub.upload_skipped:
+        return "not uploaded: no Kaggle page"
     if sub.kaggle_ref is None:
         return "dry run" if sub.dry_run else "not uploaded"
     return f"ref {sub.kaggle_ref}" + (f", {sub.status.lower()}" if sub.status else "")

@@ -117,6 +117,7 @@ class SubmissionRecord:
     status: str  # Kaggle's status when tracked ("COMPLETE", "ERROR"), else ""
     public: float | None
     private: float | None
+    upload_skipped: str | None = None  # why it is never uploaded (no Kaggle page)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class WorkFolder:
     tuning: TuningRecord | None
     submissions: tuple[SubmissionRecord, ...]  # newest first
     tracked: bool  # a track.sqlite3 with at least one snapshot
+    on_kaggle: bool = True  # False: no Kaggle page, so no public scores to track
     notes: tuple[str, ...] = ()  # what could not be read (the rest of the page still shows)
 
     @property
@@ -167,6 +169,7 @@ def read_work_folder(comp: Competition) -> WorkFolder:
         tuning=read_tuning(comp, notes),
         submissions=read_submissions(submissions_dir(comp.name), public, notes),
         tracked=public is not None,
+        on_kaggle=comp.on_kaggle,
         notes=tuple(notes),
     )
     if folder.empty:
@@ -331,6 +334,7 @@ def read_submissions(
                 status=str(scored["status"]) if scored is not None else "",
                 public=finite_number(scored["public_value"]) if scored is not None else None,
                 private=finite_number(scored["private_value"]) if scored is not None else None,
+                upload_skipped=manifest.upload_skipped,
             )
         )
     return tuple(sorted(records, key=lambda r: (r.created, r.file), reverse=True))

@@ -27,6 +27,7 @@ from kit import kaggle
 from kit.competition import Competition
 from kit.errors import DataError, KitError
 from kit.progress import Event, OnEvent, ignore
+from kit.track import leaderboard_slug
 from kit.track.notify import Change, announce, detect_changes
 from kit.track.store import Recorded, TrackStore
 from kit.track.views import Standing, fmt_score, higher_is_better, standing
@@ -131,8 +132,9 @@ def take_snapshot(
     clock: Callable[[], datetime] = utc_now,
 ) -> SnapshotResult:
     """Fetch the board and your submissions, store them, and work out what changed."""
-    board = fetch_leaderboard(comp.kaggle_slug, source)
-    submissions = kaggle.list_submissions(comp.kaggle_slug)
+    slug = leaderboard_slug(comp)
+    board = fetch_leaderboard(slug, source)
+    submissions = kaggle.list_submissions(slug)
     with TrackStore.for_workspace(comp.workspace.root) as store:
         recorded = store.record(clock(), board, submissions, source)
         now = standing(store, recorded.snapshot_id, comp.metric, team)
