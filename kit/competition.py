@@ -3,10 +3,11 @@
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
 subsets, the subsets submitted alone, label sources, reader options); the module named by
 ``module`` holds the format code, declared by `CompetitionPlugin` (what fetch and submit call),
-`ExamplePlugin` (what `kit demo` calls on the competition it draws), `SourcesPlugin` (what ``--target-set sources`` calls on
-a competition that declares ``[sources]``) and `PhotoPlugin` (what `kit predict` calls to turn
-a user's photo into the network's input: the face crop, or the whole photo, and where its
-pixels lie in the photo). kit never imports a competition by name, so adding a third
+`ExamplePlugin` (what `kit demo` calls on the competition it draws), `SourcesPlugin` (what
+``--target-set sources`` calls on a competition that declares ``[sources]``) and `PhotoPlugin`
+(what `kit predict` calls to turn a user's photo into the network's input: the face crop, or
+the whole photo, and where its pixels lie in the photo). kit never imports a competition by
+name, so adding a third
 competition is a new folder and no change inside ``kit/``.
 
 ``kaggle_slug`` is optional: a competition without one (a class competition, say) has no Kaggle
