@@ -7,8 +7,7 @@ subsets, the subsets submitted alone, label sources, reader options); the module
 ``--target-set sources`` calls on a competition that declares ``[sources]``) and `PhotoPlugin`
 (what `kit predict` calls to turn a user's photo into the network's input: the face crop, or
 the whole photo, and where its pixels lie in the photo). kit never imports a competition by
-name, so adding a third
-competition is a new folder and no change inside ``kit/``.
+name, so adding a third competition is a new folder and no change inside ``kit/``.
 
 ``kaggle_slug`` is optional: a competition without one (a class competition, say) has no Kaggle
 page (`Competition.on_kaggle` is false), so `kit fetch` needs ``--from``, `kit submit` and
