@@ -330,3 +330,67 @@ def test_seeds_leave_the_search_its_time_and_first_runs_do_not() -> None:
     assert plan.search is not None and seed.seed == 1
     assert planning_stage._held(plan, first) == 0.0
     assert planning_stage._held(plan, seed) == plan.search.seconds
+
+
+def test_epochs_scale_up_for_a_small_data_set_and_never_down() -> None:
+    from kit.planning.portfolio import REFERENCE_ROWS, epoch_scale
+
+    assert epoch_scale(REFERENCE_ROWS) == 1.0 and epoch_scale(4 * REFERENCE_ROWS) == 1.0
+    assert epoch_scale(REFERENCE_ROWS // 4) == pytest.approx(2.0, rel=1e-3)
+    assert epoch_scale(192) == pytest.approx(3.571, abs=1e-3)  # imm-58's training rows
+
+
+def test_a_scaled_entry_expects_the_same_score_at_the_same_share_of_its_epochs() -> None:
+    entry = PortfolioEntry(
+        "h", "heatmap", {}, min_epochs=5, max_epochs=30, curve=((6, 0.425), (11, 0.403))
+    )
+    scaled = entry.scaled(3.571)
+    assert (scaled.min_epochs, scaled.max_epochs) == (18, 107)
+    assert scaled.curve == ((21, 0.425), (39, 0.403))
+    assert scaled.expected(39) == entry.expected(11) and scaled.expected(21) == entry.expected(6)
+    assert scaled.expected(30) < scaled.expected(21)  # still a curve that gains with epochs
+    assert entry.scaled(1.0) is entry
+    merged = PortfolioEntry("m", "lenet", {}, curve=((1, 0.9), (2, 0.8))).scaled(1.2)
+    assert merged.curve == ((1, 0.9), (2, 0.8))  # 1.2 and 2.4 round to 1 and 2: no duplicate
+
+
+def test_make_plan_scales_the_portfolio_to_the_training_rows(monkeypatch, tmp_path) -> None:
+    """The planner's candidates carry the scaled epochs of the competition's row count."""
+    from kit.planning.portfolio import epoch_scale
+
+    seen = {}
+
+    class Planned(Exception):
+        """Stops make_plan once the planner has its candidates."""
+
+    def fake_plan_runs(candidates, seconds, **kwargs):
+        seen["entries"] = [c.entry for c in candidates]
+        raise Planned
+
+    rows = 150
+    monkeypatch.setattr(planning_stage, "plan_runs", fake_plan_runs)
+    monkeypatch.setattr(planning_stage, "measure_stack", lambda *a, **k: 1.0)
+    monkeypatch.setattr(
+        planning_stage,
+        "measure",
+        lambda comp, entry, *a, **k: Candidate(entry, epoch_seconds=1.0, fold_seconds=1.0),
+    )
+
+    class Split:
+        def __init__(self, n: int):
+            self.images, self.keypoints, self.n = np.zeros((n, 4, 4), np.uint8), None, n
+
+        def __len__(self) -> int:
+            return self.n
+
+    monkeypatch.setattr(planning_stage.KeypointData, "load", lambda path: Split(rows))
+    monkeypatch.setattr(planning_stage.DeviceData, "from_arrays", lambda *a: None)
+    comp = load_competition("facial-keypoints")
+    with pytest.raises(Planned):
+        planning_stage.make_plan(
+            comp, 600, device="cpu", families=None, folds=5, on_event=lambda e: None
+        )
+    shipped = {e.name: e for e in load_portfolio()}
+    scale = epoch_scale(rows)
+    for entry in seen["entries"]:
+        assert entry.max_epochs == round(shipped[entry.name].max_epochs * scale)
