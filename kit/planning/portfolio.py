@@ -5,27 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
 
 PORTFOLIO_FILE = Path(__file__).resolve().parents[1] / "models" / "portfolio.toml"
-# The training rows of the data the portfolio's epochs were measured on (fkd-proxy); see
-# `epoch_scale`.
-REFERENCE_ROWS = 2449
-
-
-def epoch_scale(train_rows: int, reference_rows: int = REFERENCE_ROWS) -> float:
-    """How many of this data's epochs stand for one epoch of the portfolio's evidence.
-
-    An epoch of fewer rows is fewer optimiser steps, so a small data set needs more epochs for
-    the same learning (imm-58's 192 rows: heatmap at 30 epochs 4.99 px, at 51 epochs 4.10;
-    docs/benchmarks.md). Steps alone would scale by reference_rows / rows; each pass over a
-    small set is also worth more than a pass's share of a large one, so the square root of that
-    ratio is taken. Never below 1: a larger data set keeps the evidence's epochs."""
-    return max(1.0, math.sqrt(reference_rows / max(train_rows, 1)))
 
 
 @dataclass(frozen=True)
@@ -41,23 +27,6 @@ class PortfolioEntry:
     evidence: str = ""
     # Measured (epochs, CV score / the mean shape's CV score) points, epochs ascending.
     curve: tuple[tuple[int, float], ...] = ()
-
-    def scaled(self, factor: float) -> PortfolioEntry:
-        """The entry with its epochs (minimum, maximum, the curve's points) times `factor`."""
-        if factor == 1.0:
-            return self
-
-        def times(epochs: int) -> int:
-            return max(1, round(epochs * factor))
-
-        curve = tuple((times(e), share) for e, share in self.curve)
-        curve = tuple(dict(curve).items())  # rounding may merge points: keep the last share
-        return replace(
-            self,
-            min_epochs=times(self.min_epochs),
-            max_epochs=times(self.max_epochs),
-            curve=curve,
-        )
 
     def runs_on(self, device_type: str) -> bool:
         return ("cpu" if device_type == "cpu" else "gpu") in self.devices

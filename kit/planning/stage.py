@@ -23,7 +23,7 @@ from kit.data.arrays import KeypointData
 from kit.errors import KitError
 from kit.planning.calibrate import StackCost, measure, measure_stack
 from kit.planning.planner import FOLD_CHOICES, Candidate, Plan, PlannedRun, plan_runs
-from kit.planning.portfolio import PortfolioEntry, epoch_scale, load_portfolio
+from kit.planning.portfolio import PortfolioEntry, load_portfolio
 from kit.progress import Event, OnEvent
 from kit.training.device import DeviceData, configure_cpu_threads, resolve_device
 from kit.training.parallel import FoldPool, RunSpec
@@ -47,9 +47,8 @@ def make_plan(
     else the planner chooses. With `pool`, configurations are timed in its workers. `pseudo`
     plans a pseudo-labelled student of the best run when it fits."""
     torch_device = resolve_device(device)
+    entries = _entries(torch_device.type, families)
     train = KeypointData.load(comp.workspace.train_npz)
-    scale = epoch_scale(len(train))
-    entries = [e.scaled(scale) for e in _entries(torch_device.type, families)]
     test = KeypointData.load(comp.workspace.test_npz)
     choices = (folds,) if folds else FOLD_CHOICES
     on_event(Event("plan", "measure", 0, len(entries) + 1, "timing the stack"))
