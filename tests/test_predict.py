@@ -5,6 +5,7 @@ plug-ins, and ibug-68's framing of a photo as its loader frames a test face."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -297,6 +298,30 @@ def test_the_largest_face_wins_and_a_photo_without_one_fails_alone(
     (photo,) = result.photos
     assert photo.framed.box == crop and photo.framed.box_from == "detector"
     np.testing.assert_allclose(photo.points, run.test[0] + at, atol=1e-3)
+
+
+def test_a_detected_box_is_reframed_as_the_competition_frames_its_boxes(
+    trained: Trained, tiny: Competition, test_split: KeypointData, tmp_path: Path
+) -> None:
+    """options.detector_box (side, dx, dy in detector box sides) turns the detector's box into
+    the competition's; a --box is the competition's own and is used as given."""
+    at, size = (30, 20), tiny.input_size
+    face = save(tmp_path / "face.png", photo_of(test_split.images[0], 1, at, (100, 80)))
+    crop = box_for_crop(tiny, *at, size)
+    x, y, w, h = crop
+    # The detector's box: twice the side, its centre 0.1 box sides left of the crop's.
+    found = (x + w / 2 - 0.2 * w - w, y + h / 2 - h, 2 * w, 2 * h)
+    calibrated = dataclasses.replace(
+        tiny, options={**tiny.options, "detector_box": {"side": 0.5, "dx": 0.1, "dy": 0.0}}
+    )
+    run = trained.runs["masked"]
+    result = predict_photos(calibrated, [face], source=run.run_id, detector=lambda p: [found],
+                            out=tmp_path / "out")  # fmt: skip
+    (photo,) = result.photos
+    np.testing.assert_allclose(photo.framed.box, crop, atol=1e-9)
+    np.testing.assert_allclose(photo.points, run.test[0] + at, atol=1e-3)
+    given = predict_photos(calibrated, [face], source=run.run_id, box=crop, out=tmp_path / "b")
+    np.testing.assert_allclose(given.photos[0].framed.box, crop, atol=1e-9)
 
 
 @pytest.mark.shared

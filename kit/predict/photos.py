@@ -138,12 +138,27 @@ def frame_photo(
         box_from, note = GIVEN, f"box {describe_box(box)} from --box"
     elif detector is not None:
         box, note = face_box(path, photo, detector)
+        box = to_competition_box(box, comp.options.get("detector_box"))
         box_from = DETECTED
     else:
         raise KitError("no face box", path=path, hint="give --box x,y,w,h")
     image, to_original = plugin.photo_input(photo, comp, box)
     image, to_original = _checked(comp, image, to_original)
     return Framed(path, (width, height), image, to_original, box, box_from, note)
+
+
+def to_competition_box(box: Box, calibration: dict[str, float] | None) -> Box:
+    """A detector's box as the competition frames its faces: a competition whose boxes are
+    framed otherwise (ibug-68's dlib-style boxes) states, in competition.toml's
+    ``[options] detector_box = {side, dx, dy}``, its box's side and centre offset in detector
+    box sides (benchmarks/detector_box.py measures them); None: the detector's box as it is."""
+    if not calibration:
+        return box
+    x, y, w, h = box
+    side = float(calibration.get("side", 1.0))
+    cx = x + w / 2 + float(calibration.get("dx", 0.0)) * w
+    cy = y + h / 2 + float(calibration.get("dy", 0.0)) * h
+    return (cx - side * w / 2, cy - side * h / 2, side * w, side * h)
 
 
 def _checked(comp: Competition, image, to_original) -> tuple[np.ndarray, np.ndarray]:
