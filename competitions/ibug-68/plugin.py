@@ -36,7 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from kit.data.arrays import KeypointData
-from kit.data.crops import crop_edges, crop_square, luma, square_crop
+from kit.data.crops import crop_edges, crop_square, luma, open_gray, square_crop, to_input
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -167,13 +167,6 @@ def crop_transform(box: Box, margin: float, size: int) -> np.ndarray:
 crop_face = crop_square  # a face's pixels through its crop_transform (kit.data.crops)
 
 
-def to_input(points: np.ndarray, to_original: np.ndarray) -> np.ndarray:
-    """Inverse of KeypointData.to_original_coords: (N, K, 2) original -> input pixels."""
-    a = np.asarray(to_original, np.float64)
-    inverse = np.linalg.inv(a[:, :, :2])
-    return np.einsum("nij,nkj->nki", inverse, points - a[:, None, :, 2])
-
-
 # --- building a split -------------------------------------------------------------------------
 
 
@@ -238,16 +231,6 @@ def _crop_image(
         _check_box(face, transform, size, width, height)
     crops = np.stack([crop_face(gray, t, size, pad) for t in transforms])
     return crops, transforms
-
-
-def open_gray(path: Path, shown: str) -> np.ndarray:
-    """(H, W) uint8 luma (ITU-R 601, Pillow's convert("L")); EXIF orientation is NOT applied,
-    since 300-W's landmarks are in stored-pixel coordinates."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot open image: {exc}", path=shown) from exc
 
 
 def _check_box(face: Face, transform: np.ndarray, size: int, width: int, height: int) -> None:

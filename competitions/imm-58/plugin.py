@@ -43,6 +43,7 @@ import pandas as pd
 from PIL import Image
 
 from kit.data.arrays import KeypointData
+from kit.data.crops import crop_square, luma, open_gray, square_crop, to_input
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -121,7 +122,7 @@ def photo_input(
     """An (H, W, 3) RGB or (H, W) gray uint8 photo -> the framed (S, S) gray input and its
     (2, 3) map to the photo's pixels; `box` is not used (the whole photo is the input)."""
     rgb = np.asarray(image, np.uint8)
-    gray = np.asarray(Image.fromarray(rgb).convert("L")) if rgb.ndim == 3 else rgb
+    gray = luma(rgb) if rgb.ndim == 3 else rgb
     height, width = gray.shape
     transform = frame_transform(width, height, comp.input_size, options(comp)["framing"])
     return frame_pixels(gray, transform, comp.input_size), transform
@@ -223,16 +224,6 @@ def person(file_name: str) -> str:
     return f"person {match.group(1)}" if match else stem
 
 
-def open_gray(path: Path, shown: str) -> np.ndarray:
-    """(H, W) uint8 luma (Pillow's convert("L")); the landmarks are in stored-pixel coordinates,
-    so EXIF orientation is not applied."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot open image: {exc}", path=shown) from exc
-
-
 # --- framing ----------------------------------------------------------------------------------
 
 
@@ -244,33 +235,13 @@ def frame_square(width: int, height: int, framing: str) -> tuple[float, float, f
 
 def frame_transform(width: int, height: int, size: int, framing: str) -> np.ndarray:
     """(2, 3) affine from input pixels to photo pixels (the module docstring's formula)."""
-    x0, y0, side = frame_square(width, height, framing)
-    inv = side / size
-    return np.array([[inv, 0, x0 + 0.5 * inv - 0.5], [0, inv, y0 + 0.5 * inv - 0.5]])
-
-
-def to_input(points: np.ndarray, to_original: np.ndarray) -> np.ndarray:
-    """Inverse of KeypointData.to_original_coords: (N, K, 2) photo pixels -> input pixels."""
-    a = np.asarray(to_original, np.float64)
-    inverse = np.linalg.inv(a[:, :, :2])
-    return np.einsum("nij,nkj->nki", inverse, points - a[:, None, :, 2])
+    return square_crop(*frame_square(width, height, framing), size)
 
 
 def frame_pixels(gray: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
-    """Resample a (H, W) uint8 photo through `transform` into the (size, size) input."""
-    height, width = gray.shape
-    inv = float(transform[0, 0])
-    side = inv * size
-    x0 = float(transform[0, 2]) - 0.5 * inv + 0.5
-    y0 = float(transform[1, 2]) - 0.5 * inv + 0.5
-    px0, py0 = int(np.floor(x0)), int(np.floor(y0))
-    px1, py1 = int(np.ceil(x0 + side)), int(np.ceil(y0 + side))
-    rows = np.clip(np.arange(py0, py1), 0, height - 1)  # edge pixels repeat past the photo
-    cols = np.clip(np.arange(px0, px1), 0, width - 1)
-    window = np.ascontiguousarray(gray[np.ix_(rows, cols)])
-    box = (x0 - px0, y0 - py0, x0 - px0 + side, y0 - py0 + side)
-    resized = Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(resized, np.uint8)
+    """Resample a (H, W) uint8 photo through `transform` into the (size, size) input; a "pad"
+    frame repeats the photo's edge pixels."""
+    return crop_square(gray, transform, size, "edge")
 
 
 # --- the submission file ----------------------------------------------------------------------

@@ -14,9 +14,12 @@ and `crop_square` resamples the pixels with exactly that map (Pillow's antialias
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from kit.errors import DataError
 
 
 def square_crop(x0: float, y0: float, side: float, size: int) -> np.ndarray:
@@ -24,6 +27,14 @@ def square_crop(x0: float, y0: float, side: float, size: int) -> np.ndarray:
     top-left edge (x0, y0) and side `side` to the photo's pixels."""
     inv = side / size
     return np.array([[inv, 0, x0 + 0.5 * inv - 0.5], [0, inv, y0 + 0.5 * inv - 0.5]])
+
+
+def to_input(points: np.ndarray, to_original: np.ndarray) -> np.ndarray:
+    """Inverse of KeypointData.to_original_coords: (N, K, 2) photo pixels -> input pixels of
+    the (N, 2, 3) `to_original` affines."""
+    a = np.asarray(to_original, np.float64)
+    inverse = np.linalg.inv(a[:, :, :2])
+    return np.einsum("nij,nkj->nki", inverse, points - a[:, None, :, 2])
 
 
 def crop_edges(to_original: np.ndarray, size: int) -> tuple[float, float, float]:
@@ -74,3 +85,14 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     """(H, W) uint8 gray of an (H, W, 3) uint8 RGB photo: ITU-R 601 luma, as Pillow's
     convert("L") makes it (what the plug-ins read their training images with)."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb, np.uint8)).convert("L"))
+
+
+def open_gray(path: Path, shown: str) -> np.ndarray:
+    """(H, W) uint8 luma of an image file (as `luma`), named `shown` in a one-line DataError
+    when it cannot be read. EXIF orientation is NOT applied: datasets' landmarks are in
+    stored-pixel coordinates."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot open image: {exc}", path=shown) from exc
