@@ -130,14 +130,7 @@ def train_family(
     if keypoints is not None:
         return run, {**timing, "keypoints": keypoints, "mae": run.manifest.cv["overall"]}
     result = {
-        "family": family,
-        "run_id": run.run_id,
-        "reused": run.reused,
-        "epochs": epochs,
-        "epoch_s": round(epoch_s, 1),
-        "wall_s": round(wall, 1),
-        "train_s": round(run.manifest.train_seconds, 1),
-        "load_average": os.getloadavg()[0],
+        **timing,
         **scores(comp, run.oof, data),
         "fold_mae": [s["overall"] for s in run.manifest.fold_scores.values()],
     }

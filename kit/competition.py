@@ -116,6 +116,24 @@ class PhotoPlugin(Protocol):
         face in the photo's pixels; None when photo_needs_face is False."""
 
 
+def load_module(path: Path, name: str) -> ModuleType:
+    """The module in file `path` (a plug-in lives outside any package, so it is loaded by path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise KitError("cannot load the competition module", path=path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling_module(plugin_file: str | Path, name: str) -> ModuleType:
+    """`name`.py beside a plug-in's file: how a plug-in split into several files loads its
+    parts (``formats = sibling_module(__file__, "formats")``)."""
+    path = Path(plugin_file).with_name(f"{name}.py")
+    folder = path.parent.name.replace("-", "")
+    return load_module(path, f"kit_competition_{folder}_{name}")
+
+
 def search_path() -> list[Path]:
     """Folders holding competition definitions: $KIT_COMPETITIONS, ./competitions, kit's own."""
     extra = [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
@@ -175,13 +193,7 @@ class Competition:
 
     @cached_property
     def plugin(self) -> ModuleType:
-        path = self.root / self.module_file
-        spec = importlib.util.spec_from_file_location(f"kit_competition_{self.name}", path)
-        if spec is None or spec.loader is None:
-            raise KitError("cannot load the competition module", path=path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return load_module(self.root / self.module_file, f"kit_competition_{self.name}")
 
     def subset_indices(self, subset: str) -> list[int]:
         """Indices of a named keypoint subset (e.g. "eight"), or of an explicit comma list."""

@@ -20,7 +20,6 @@ Parts of the crop outside the image are padded (`crop_pad`: "edge" replicate or 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import re
@@ -28,13 +27,13 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kit.competition import sibling_module
 from kit.data.arrays import KeypointData
 from kit.data.crops import crop_edges, crop_square, luma, open_gray, square_crop, to_input
 from kit.data.synthetic import render_face, sample_shapes
@@ -45,18 +44,7 @@ if TYPE_CHECKING:
     from kit.competition import Competition
 
 
-def _sibling(name: str) -> ModuleType:
-    """Load a module beside this file (the plug-in itself is loaded by path, not as a package)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"kit_competition_ibug68_{name}", path)
-    if spec is None or spec.loader is None:
-        raise KitError("cannot load the competition module", path=path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-formats = _sibling("formats")
+formats = sibling_module(__file__, "formats")
 Box, Face, read_pts, format_pts = formats.Box, formats.Face, formats.read_pts, formats.format_pts
 read_dlib_xml = formats.read_dlib_xml
 

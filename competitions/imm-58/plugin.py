@@ -29,19 +29,18 @@ the same layout over that subset's points alone: Id = i * 2k + j (the nose tip: 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kit.competition import sibling_module
 from kit.data.arrays import KeypointData
 from kit.data.crops import crop_square, luma, open_gray, square_crop, to_input
 from kit.data.synthetic import render_face, sample_shapes
@@ -52,18 +51,7 @@ if TYPE_CHECKING:
     from kit.competition import Competition
 
 
-def _sibling(name: str) -> ModuleType:
-    """Load a module beside this file (the plug-in itself is loaded by path, not as a package)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"kit_competition_imm58_{name}", path)
-    if spec is None or spec.loader is None:
-        raise KitError("cannot load the competition module", path=path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-asf = _sibling("asf")
+asf = sibling_module(__file__, "asf")
 
 DEFAULTS: dict[str, Any] = {
     "train_folder": "imm_face_db",
