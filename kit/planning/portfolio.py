@@ -5,13 +5,21 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
 
 PORTFOLIO_FILE = Path(__file__).resolve().parents[1] / "models" / "portfolio.toml"
+# The training rows of the data the portfolio's epochs were measured on (fkd-proxy).
+REFERENCE_ROWS = 2449
+
+
+def steps_scale(train_rows: int, reference_rows: int = REFERENCE_ROWS) -> float:
+    """How many of this data's epochs make one epoch's optimiser steps in the portfolio's
+    evidence: reference_rows / rows, never below 1 (a larger set keeps the evidence's epochs)."""
+    return max(1.0, reference_rows / max(train_rows, 1))
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,17 @@ class PortfolioEntry:
     evidence: str = ""
     # Measured (epochs, CV score / the mean shape's CV score) points, epochs ascending.
     curve: tuple[tuple[int, float], ...] = ()
+
+    def for_rows(self, train_rows: int) -> PortfolioEntry:
+        """The entry on a data set of `train_rows`: `max_epochs` (where more stopped paying)
+        stands for a number of optimiser steps, so a smaller set may take as many steps in
+        more epochs (imm-58's 192 photos: the heatmap at 30 epochs 4.99 px, at 51 epochs 4.10;
+        docs/benchmarks.md). The minimum and the curve keep the evidence's epochs: the curve
+        orders the configurations, the minimum lets them in."""
+        scale = steps_scale(train_rows)
+        if scale == 1.0:
+            return self
+        return replace(self, max_epochs=max(self.max_epochs, round(self.max_epochs * scale)))
 
     def runs_on(self, device_type: str) -> bool:
         return ("cpu" if device_type == "cpu" else "gpu") in self.devices

@@ -47,8 +47,8 @@ def make_plan(
     else the planner chooses. With `pool`, configurations are timed in its workers. `pseudo`
     plans a pseudo-labelled student of the best run when it fits."""
     torch_device = resolve_device(device)
-    entries = _entries(torch_device.type, families)
     train = KeypointData.load(comp.workspace.train_npz)
+    entries = [e.for_rows(len(train)) for e in _entries(torch_device.type, families)]
     test = KeypointData.load(comp.workspace.test_npz)
     choices = (folds,) if folds else FOLD_CHOICES
     on_event(Event("plan", "measure", 0, len(entries) + 1, "timing the stack"))
