@@ -330,3 +330,54 @@ def test_seeds_leave_the_search_its_time_and_first_runs_do_not() -> None:
     assert plan.search is not None and seed.seed == 1
     assert planning_stage._held(plan, first) == 0.0
     assert planning_stage._held(plan, seed) == plan.search.seconds
+
+
+def test_max_epochs_stand_for_steps_on_a_smaller_data_set() -> None:
+    """A data set with a quarter of the evidence's rows may take four times the epochs (the
+    same optimiser steps); the minimum and the curve stay; a larger set changes nothing."""
+    from kit.planning.portfolio import REFERENCE_ROWS, steps_scale
+
+    entry = PortfolioEntry(
+        "h", "heatmap", {}, min_epochs=5, max_epochs=30, curve=((6, 0.425), (11, 0.403))
+    )
+    assert steps_scale(REFERENCE_ROWS) == 1.0 and steps_scale(3 * REFERENCE_ROWS) == 1.0
+    small = entry.for_rows(REFERENCE_ROWS // 4)
+    assert small.max_epochs == 120 and small.min_epochs == 5 and small.curve == entry.curve
+    assert entry.for_rows(REFERENCE_ROWS) is entry and entry.for_rows(10 * REFERENCE_ROWS) is entry
+
+
+def test_make_plan_gives_the_planner_entries_for_the_competition_rows(monkeypatch) -> None:
+    seen = {}
+
+    class Planned(Exception):
+        """Stops make_plan once the planner has its candidates."""
+
+    def fake_plan_runs(candidates, seconds, **kwargs):
+        seen["entries"] = [c.entry for c in candidates]
+        raise Planned
+
+    class Split:
+        images, keypoints = np.zeros((150, 4, 4), np.uint8), None
+
+        def __len__(self) -> int:
+            return 150
+
+    monkeypatch.setattr(planning_stage, "plan_runs", fake_plan_runs)
+    monkeypatch.setattr(planning_stage, "measure_stack", lambda *a, **k: 1.0)
+    monkeypatch.setattr(
+        planning_stage,
+        "measure",
+        lambda comp, entry, *a, **k: Candidate(entry, epoch_seconds=1.0, fold_seconds=1.0),
+    )
+    monkeypatch.setattr(planning_stage.KeypointData, "load", lambda path: Split())
+    monkeypatch.setattr(planning_stage.DeviceData, "from_arrays", lambda *a: None)
+    with pytest.raises(Planned):
+        planning_stage.make_plan(
+            load_competition("facial-keypoints"), 600, device="cpu", families=None, folds=5,
+            on_event=lambda e: None,
+        )  # fmt: skip
+    shipped = {e.name: e for e in load_portfolio()}
+    assert seen["entries"] and all(
+        e == shipped[e.name].for_rows(150) and e.max_epochs > shipped[e.name].max_epochs
+        for e in seen["entries"]
+    )

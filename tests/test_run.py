@@ -232,6 +232,7 @@ def test_kit_run_without_epochs_follows_the_planner(
         PortfolioEntry("sp-tiny", "sp", {"hidden": 16, "batch_size": 16}, 1, 1),
     ]
     monkeypatch.setattr(planning_stage, "load_portfolio", lambda: tiny)
+    monkeypatch.setattr(PortfolioEntry, "for_rows", lambda entry, rows: entry)  # tested alone
     monkeypatch.setattr(planner, "MIN_SEARCH_TRIALS", 1)  # a search of one trial: quick
     monkeypatch.setattr(planner, "MAX_SEARCH_TRIALS", 1)
     result = cli("run", TINY_NAME, "--budget", "10m", "--pseudo")
