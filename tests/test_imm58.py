@@ -347,6 +347,28 @@ def test_a_partial_prediction_that_is_no_declared_subset_is_refused(
     assert not (tmp_path / "e.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f.assign(Predicted=f.Predicted.astype(object).where(f.Id != 3, "abc")),
+         "Id 3: Predicted 'abc' is not a number"),
+        (lambda f: f.assign(Id=f.Id.where(f.Id != 4, 9)), "row 5 has Id 9, expected 4"),
+        (lambda f: f.iloc[:-1], "has 9 rows, expected 10 (5 photos x 2 values)"),
+        (lambda f: f.rename(columns={"Predicted": "Value"}), "header is Id,Value"),
+    ],
+)  # fmt: skip
+def test_a_bad_submission_frame_gets_one_line_naming_the_file(
+    comp: Competition, example: Path, tmp_path, edit, message
+) -> None:
+    _, test = comp.plugin.load(example, comp)
+    pred = _predictions(comp, test, [52])
+    comp.plugin.write_submission(tmp_path / "n.csv", comp, example, test, pred)
+    frame = edit(pd.read_csv(tmp_path / "n.csv"))
+    with pytest.raises(DataError, match=re.escape(message)) as caught:
+        comp.plugin.check_submission_frame(frame, comp, len(test), example, [52], "n.csv")
+    assert str(caught.value).startswith("n.csv: ") and "\n" not in str(caught.value)
+
+
 # ------------------------------------------------------------------------- the real files
 
 

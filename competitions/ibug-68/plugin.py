@@ -36,6 +36,7 @@ from PIL import Image
 from kit.competition import sibling_module
 from kit.data.arrays import KeypointData
 from kit.data.crops import crop_edges, crop_square, luma, open_gray, square_crop, to_input
+from kit.data.id_predicted import check_id_predicted
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -378,8 +379,6 @@ def _save_image(path: Path, image: Image.Image) -> None:
 
 # --- the submission file ----------------------------------------------------------------------
 
-SUBMISSION_COLUMNS = ("Id", "Predicted")
-
 
 def write_submission(
     path: Path,
@@ -414,41 +413,10 @@ def check_submission_frame(
 ) -> None:
     """Id,Predicted; Ids 0 .. faces * 2K - 1 in order, each once (and the sample submission's
     Ids where it exists); finite values."""
-    if tuple(frame.columns) != SUBMISSION_COLUMNS:
-        raise DataError(
-            f"header is {','.join(map(str, frame.columns))}, expected Id,Predicted", path=shown
-        )
-    ids = pd.to_numeric(frame["Id"], errors="coerce").to_numpy(np.float64)
-    expected = np.arange(faces * 2 * comp.num_keypoints)
-    if len(ids) != len(expected):
-        raise DataError(
-            f"has {len(ids)} rows, expected {len(expected)} ({faces} faces x "
-            f"{2 * comp.num_keypoints} values)",
-            path=shown,
-        )
-    if not np.array_equal(ids, expected):
-        row = int(np.argmax(ids != expected))
-        raise DataError(
-            f"row {row + 1} has Id {frame['Id'].iat[row]}, expected {row}",
-            path=shown,
-            hint="Ids run 0, 1, 2, ... in the test XML's order",
-        )
     sample = raw_dir / options(comp)["sample_submission"]
-    if sample.is_file():
-        sample_ids = pd.read_csv(sample, usecols=["Id"])["Id"].to_numpy()
-        if not np.array_equal(np.sort(sample_ids), expected):
-            raise DataError(
-                f"{len(expected)} Ids for {faces} test faces, but {sample.name} has "
-                f"{len(sample_ids)}",
-                path=shown,
-                hint="the test XML and the sample submission disagree",
-            )
-    values = pd.to_numeric(frame["Predicted"], errors="coerce").to_numpy(np.float64)
-    if not np.isfinite(values).all():
-        at = int(np.argmax(~np.isfinite(values)))
-        raise DataError(
-            f"Id {at}: Predicted {frame['Predicted'].iat[at]!r} is not a number", path=shown
-        )
+    check_id_predicted(
+        frame, faces, 2 * comp.num_keypoints, sample, shown, noun="faces", source="the test XML"
+    )
 
 
 def check_submission(path: Path, comp: Competition, raw_dir: Path, test: KeypointData) -> None:

@@ -43,6 +43,7 @@ from PIL import Image
 from kit.competition import sibling_module
 from kit.data.arrays import KeypointData
 from kit.data.crops import crop_square, luma, open_gray, square_crop, to_input
+from kit.data.id_predicted import check_id_predicted
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
 from kit.workspace import write_bytes, write_text
@@ -62,7 +63,6 @@ DEFAULTS: dict[str, Any] = {
 FRAMINGS = ("crop", "pad")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PERSON = re.compile(r"^(\d+)-\d+[a-z]?$", re.IGNORECASE)  # IMM's NN-T[m|f]
-SUBMISSION_COLUMNS = ("Id", "Predicted")
 
 
 def options(comp: Competition) -> dict[str, Any]:
@@ -261,15 +261,14 @@ def submitted_keypoints(comp: Competition, predicted: np.ndarray) -> list[int]:
     """The keypoints a submission holds: all, or the one `submit_subsets` subset predicted."""
     if predicted.all():
         return list(range(comp.num_keypoints))
-    for name in comp.submit_subsets:
-        columns = comp.subset_indices(name)
-        if predicted[columns].all() and predicted.sum() == len(columns):
-            return columns
+    subset = comp.submittable_subset(np.flatnonzero(predicted).tolist())
+    if subset is not None:
+        return comp.subset_indices(subset)
     missing = [comp.keypoint_names[k] for k in np.flatnonzero(~predicted)[:3]]
     raise DataError(
         f"no prediction for keypoint {', '.join(missing)} on every test photo",
         hint="submit a source that predicts every keypoint or exactly one of the subsets "
-        f"{', '.join(getattr(comp, 'submit_subsets', ())) or '(none declared)'}",
+        f"{', '.join(comp.submit_subsets) or '(none declared)'}",
     )
 
 
@@ -283,32 +282,11 @@ def check_submission_frame(
 ) -> None:
     """Id,Predicted; Ids 0 .. photos * 2k - 1 in order (and the sample submission's Ids for
     a full file); finite values."""
-    if tuple(frame.columns) != SUBMISSION_COLUMNS:
-        raise DataError(
-            f"header is {','.join(map(str, frame.columns))}, expected Id,Predicted", path=shown
-        )
-    ids = pd.to_numeric(frame["Id"], errors="coerce").to_numpy(np.float64)
-    expected = np.arange(photos * 2 * len(columns))
-    if len(ids) != len(expected) or not np.array_equal(ids, expected):
-        raise DataError(
-            f"has Ids that are not 0..{len(expected) - 1} in order ({photos} photos x "
-            f"{2 * len(columns)} values)",
-            path=shown,
-        )
-    sample = raw_dir / options(comp)["sample_submission"]
-    if len(columns) == comp.num_keypoints and sample.is_file():
-        sample_ids = pd.read_csv(sample, usecols=["Id"])["Id"].to_numpy()
-        if not np.array_equal(np.sort(sample_ids), expected):
-            raise DataError(
-                f"{len(expected)} Ids for {photos} test photos, but {sample.name} has "
-                f"{len(sample_ids)}",
-                path=shown,
-                hint="the test folder and the sample submission disagree",
-            )
-    values = pd.to_numeric(frame["Predicted"], errors="coerce").to_numpy(np.float64)
-    if not np.isfinite(values).all():
-        at = int(np.argmax(~np.isfinite(values)))
-        raise DataError(f"Id {at}: Predicted {frame['Predicted'].iat[at]!r} is not a number")
+    full = len(columns) == comp.num_keypoints
+    sample = raw_dir / options(comp)["sample_submission"] if full else None
+    check_id_predicted(
+        frame, photos, 2 * len(columns), sample, shown, noun="photos", source="the test folder"
+    )
 
 
 # --- a synthetic example competition ----------------------------------------------------------
