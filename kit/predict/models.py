@@ -60,7 +60,7 @@ def run_predictions(
     folds = list(run.manifest.folds["trained"])
     if not folds:
         raise KitError(f"run {run.run_id} has no trained fold")
-    preds = [fold_predictions(comp, run, fold, tensor, device, sources) for fold in folds]
+    preds = [fold_predictions(comp, run, fold, device, (tensor, sources))[0] for fold in folds]
     return np.mean(preds, axis=0).astype(np.float32)
 
 

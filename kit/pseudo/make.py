@@ -261,10 +261,10 @@ def fold_model_predictions(
     (N, K', 2) and (M, K', 2) in the run's keypoint columns (kit.training.runs.
     fold_predictions; a run with heads needs the `routing` of those rows)."""
     train_sources, test_sources = (None, None) if routing is None else (routing.train, routing.test)
-    return (
-        fold_predictions(comp, run, fold, images, device, train_sources),
-        fold_predictions(comp, run, fold, test_images, device, test_sources),
+    train, test = fold_predictions(
+        comp, run, fold, device, (images, train_sources), (test_images, test_sources)
     )
+    return train, test
 
 
 # ------------------------------------------------------------------------- the record

@@ -363,14 +363,14 @@ def fold_predictions(
     comp: Competition,
     run: RunResult,
     fold: int,
-    images: torch.Tensor,
     device: torch.device,
-    sources: np.ndarray | None = None,
-) -> np.ndarray:
-    """What `run`'s fold-`fold` checkpoint predicts for every one of `images` (device uint8
-    (n, 1, S, S)), (n, K', 2) input pixels in the run's keypoint columns, as its training
-    predicted its test rows: its sub-models merged, flip TTA when the run used it; a run with
-    heads (target set sources) needs each row's source (`sources`, (n,) head indices)."""
+    *splits: tuple[torch.Tensor, np.ndarray | None],
+) -> list[np.ndarray]:
+    """What `run`'s fold-`fold` checkpoint predicts for each split's images (device uint8
+    (n, 1, S, S)): (n, K', 2) input pixels in the run's keypoint columns, as its training
+    predicted its test rows: its sub-models merged, flip TTA when the run used it. A split is
+    (images, sources): a run with heads (target set sources) needs each row's source ((n,) head
+    indices), else None. Each sub-model is loaded once for all the splits."""
     checkpoint = run.path / f"fold-{fold}.pt"
     if not checkpoint.is_file():
         raise DataError(
@@ -382,15 +382,16 @@ def fold_predictions(
     plan = TargetPlan.from_description(run.manifest.plan)
     speed = run_speed(config, device)
     batch = int(config.train.get("eval_batch_size", 256))
-    parts = {}
+    parts: list[dict[str, np.ndarray]] = [{} for _ in splits]
     for sub in plan.submodels:
         model = load_fold_model(run.path, fold, sub.name, str(device))
         perm = flip_permutation(comp, sub.columns) if config.train.get("tta", True) else None
-        pred = predict_rows(
-            model, images, None, device, batch_size=batch, flip_perm=perm, speed=speed
-        )
-        parts[sub.name] = sub.pick(pred, sources)
-    return plan.merge(parts)
+        for split_parts, (images, sources) in zip(parts, splits, strict=True):
+            pred = predict_rows(
+                model, images, None, device, batch_size=batch, flip_perm=perm, speed=speed
+            )
+            split_parts[sub.name] = sub.pick(pred, sources)
+    return [plan.merge(split_parts) for split_parts in parts]
 
 
 # ---------------------------------------------------------------- assembling a run
