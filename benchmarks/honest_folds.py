@@ -78,7 +78,7 @@ def single_model_publics(comp: Any, run_path: Path) -> list[float]:
 def rescore_singles(work: Path) -> list[dict[str, Any]]:
     """Single-model public scores of every run under an earlier benchmark's work folder."""
     from kit.competition import load_competition
-    from kit.manifests import RunManifest
+    from kit.store.manifests import RunManifest
 
     rows = []
     for work_dir in sorted(work.glob("work-*")):

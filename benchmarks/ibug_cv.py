@@ -52,8 +52,9 @@ from kit.fetch import fetch
 from kit.metrics import evaluate
 from kit.models import list_models
 from kit.stack import stack
+from kit.store import RunResult
 from kit.training.device import configure_cpu_threads, resolve_device
-from kit.training.runs import RunResult, train_run
+from kit.training.runs import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"

@@ -46,11 +46,13 @@ from kit.fetch import fetch
 from kit.metrics import primary
 from kit.models.codec import HEATMAP_DECODES
 from kit.progress import Event
+from kit.store import RunResult
+from kit.training.checkpoint import load_fold_model
 from kit.training.config import RunConfig, parse_overrides, resolve_config, run_speed
 from kit.training.device import device_images, resolve_device
 from kit.training.flip import flip_permutation
 from kit.training.predict import predict_rows
-from kit.training.runs import RunResult, load_fold_model, train_run
+from kit.training.runs import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 COMPETITION = "facial-keypoints"

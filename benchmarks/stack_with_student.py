@@ -31,9 +31,10 @@ def main() -> None:
 
     from kit.competition import load_competition
     from kit.stack import FEATURE_SETS
-    from kit.stack.store import load_stack, stack
+    from kit.stack.store import stack
+    from kit.store import load_run
+    from kit.store.stacks import load_stack
     from kit.submit import make_submission
-    from kit.training.runs import load_run
 
     comp = load_competition(args.competition)
     teachers = [load_run(comp, r["run_id"]) for r in load_stack(comp, args.teacher).manifest.runs]

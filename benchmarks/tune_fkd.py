@@ -36,7 +36,8 @@ from kit.competition import load_competition  # noqa: E402
 from kit.data.folds import write_folds  # noqa: E402
 from kit.durations import parse_duration  # noqa: E402
 from kit.fetch import fetch  # noqa: E402
-from kit.training.runs import RunResult, train_run  # noqa: E402
+from kit.store import RunResult  # noqa: E402
+from kit.training.runs import train_run  # noqa: E402
 from kit.tuning import key_params, tune  # noqa: E402
 
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "fkd-proxy"

@@ -25,7 +25,8 @@ from kit.data.arrays import KeypointData
 from kit.pipeline import PipelineResult, run_pipeline
 from kit.progress import OnEvent, ignore
 from kit.stack import PICKED
-from kit.workspace import read_json, write_json
+from kit.store.files import read_json
+from kit.workspace import write_json
 
 DEMO_NAME = "demo"
 

@@ -22,7 +22,8 @@ from kit.data.arrays import KeypointData
 from kit.data.unpack import extract_nested, extract_zip
 from kit.errors import DataError, KitError
 from kit.progress import Event, OnEvent, ignore
-from kit.workspace import Workspace, read_json, sha256_file, write_json
+from kit.store.files import read_json, sha256_file
+from kit.workspace import Workspace, write_json
 
 _SOURCE_HINT = "give a competition zip or folder"
 NO_KAGGLE_HINT = "give its files with --from PATH, a zip or folder"

@@ -35,11 +35,11 @@ from kit.planning.search import search_after_plan
 from kit.planning.stage import make_plan, save_plan, train_plan, train_students
 from kit.progress import Event, OnEvent, ignore
 from kit.stack import FEATURE_SETS, StackResult, stack
+from kit.store import RunResult
+from kit.store.files import read_json
 from kit.submit import SubmissionResult, make_submission
 from kit.training.device import resolve_device
 from kit.training.parallel import FoldPool, default_workers
-from kit.training.runs import RunResult
-from kit.workspace import read_json
 
 STAGES = ("fetch", "plan", "folds", "tune", "pseudo", "stack", "submit")
 FOLDS_ALLOWANCE = 10.0  # seconds the folds stage may take after planning (identity grouping)

@@ -15,7 +15,7 @@ from typing import Any
 import kit
 from kit.competition import Competition
 from kit.errors import DataError
-from kit.workspace import sha256_file
+from kit.store.files import sha256_file
 
 
 def git_commit() -> str | None:

@@ -32,12 +32,13 @@ from kit import workspace
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KaggleError, KitError
-from kit.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import git_commit
 from kit.stack import StackResult, list_stacks
-from kit.training.runs import RunResult, list_runs
-from kit.workspace import SavedPredictions, read_json, sha256_file
+from kit.store import RunResult, list_runs
+from kit.store.files import read_json, sha256_file
+from kit.store.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
+from kit.store.predictions import SavedPredictions
 
 EIGHT = "eight"
 NO_EIGHT = ("none", "same", "off")  # --eight-from values that turn the 8 + 30 split off

@@ -1,4 +1,4 @@
-"""Where every stage's artifacts live, plus atomic writes and content hashing.
+"""Where every stage's artifacts live, and atomic writes (readers: kit.store).
 
 Layout of one competition's work folder (git-ignored)::
 
@@ -16,7 +16,6 @@ Layout of one competition's work folder (git-ignored)::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,14 +23,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from kit.manifests import RunManifest, StackManifest
 
 WORK_ENV = "KIT_WORK"
 SUBMISSIONS_ENV = "KIT_SUBMISSIONS"
@@ -109,30 +104,6 @@ class Workspace:
         return self.root / "predict"
 
 
-class SavedPredictions:
-    """A stage folder holding oof.npy, test.npy and manifest.json (runs and stacks alike)."""
-
-    path: Path
-    manifest: RunManifest | StackManifest
-
-    @cached_property
-    def oof(self) -> np.ndarray:
-        """(N, K', 2) out-of-fold predictions in input pixels; columns = `keypoints`."""
-        return np.load(self.path / "oof.npy")
-
-    @cached_property
-    def test(self) -> np.ndarray:
-        return np.load(self.path / "test.npy")
-
-    @property
-    def cv_score(self) -> float:
-        return float(self.manifest.cv["overall"])
-
-    @property
-    def keypoints(self) -> list[int]:
-        return list(self.manifest.keypoint_indices)
-
-
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
@@ -161,26 +132,8 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Uncompressed .npz (fast to load), written atomically."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_bytes(path, buf.getvalue())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_json(obj: Any) -> str:
-    """A stable content hash of a JSON-able object (for content-addressed artifacts)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()

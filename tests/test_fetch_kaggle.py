@@ -18,7 +18,8 @@ import kit.kaggle
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.kaggle import RetryPolicy
-from kit.workspace import Workspace, sha256_file
+from kit.store.files import sha256_file
+from kit.workspace import Workspace
 
 COMP = "facial-keypoints"
 SLUG = "facial-keypoints-detection"

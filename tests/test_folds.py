@@ -23,7 +23,7 @@ from kit.data.folds import (
 from kit.data.identity import pair_precision_recall
 from kit.data.synthetic import fkd15_from_68, make_faces, make_people
 from kit.errors import DataError
-from kit.manifests import RunManifest
+from kit.store.manifests import RunManifest
 
 N = 150
 PHOTO_ROWS = 60  # rows 0..59 come three to a photo (source groups photo_0..photo_19)

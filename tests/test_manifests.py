@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kit.errors import DataError
-from kit.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
+from kit.store.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
 
 
 def submission(**changes) -> SubmissionManifest:

@@ -17,9 +17,9 @@ import kit.kaggle
 from kit.competition import Competition, load_competition
 from kit.errors import KitError
 from kit.fetch import fetch
-from kit.manifests import SubmissionManifest
 from kit.report.history import submissions_section
 from kit.report.records import read_work_folder
+from kit.store.manifests import SubmissionManifest
 from kit.submit import make_submission
 from kit.track.snapshot import take_snapshot
 from kit.track.views import read_manifests

@@ -26,8 +26,8 @@ from kit.predict import HaarDetector, parse_box, predict_images, predict_photos
 from kit.predict.output import COLUMNS, CSV_NAME, JSON_NAME, POINT_COLOUR
 from kit.predict.photos import read_photo
 from kit.stack import StackResult, stack
+from kit.store import RunResult
 from kit.submit import resolve_source
-from kit.training.runs import RunResult
 from kit.training.sources import scored_keypoints
 
 TARGET_SETS = ("masked", "8-30", "sources")

@@ -23,13 +23,13 @@ from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.data.folds import write_folds
 from kit.errors import DataError, KitError
-from kit.manifests import RunManifest
 from kit.metrics import evaluate
 from kit.pseudo import list_pseudo, load_pseudo, make_pseudo_labels
-from kit.pseudo.store import LABELS, NONE, PSEUDO, TRUE
 from kit.stack import stack
+from kit.store.manifests import RunManifest
+from kit.store.pseudo import LABELS, NONE, PSEUDO, TRUE
+from kit.training.checkpoint import load_fold_model
 from kit.training.predict import predict_rows
-from kit.training.runs import load_fold_model
 from kit.training.targets import TargetPlan, plan_targets, pseudo_targets
 
 N_TRAIN, N_TEST, K_FOLDS = 60, 9, 3

@@ -28,9 +28,10 @@ from kit.planning.stage import save_plan
 from kit.report import build_report
 from kit.report.records import read_work_folder
 from kit.stack import stack
+from kit.store import RunResult
 from kit.submit import make_submission
 from kit.track.store import TrackStore
-from kit.training.runs import RunResult, train_run
+from kit.training.runs import train_run
 from kit.tuning import default_storage, open_storage
 from kit.workspace import SUBMISSIONS_ENV, WORK_ENV
 

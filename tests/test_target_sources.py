@@ -24,9 +24,10 @@ from kit.data.arrays import KeypointData
 from kit.data.folds import write_folds
 from kit.errors import KitError
 from kit.pseudo import make_pseudo_labels
+from kit.training.checkpoint import load_fold_model
 from kit.training.flip import flip_permutation
 from kit.training.predict import predict_rows
-from kit.training.runs import load_fold_model, train_run
+from kit.training.runs import train_run
 from kit.training.sources import Heads, route
 from kit.training.targets import TargetPlan, plan_targets
 

@@ -24,7 +24,7 @@ from kit import kaggle
 from kit.competition import Competition, load_competition
 from kit.console import console
 from kit.errors import DataError, KaggleError, KitError
-from kit.manifests import SubmissionManifest
+from kit.store.manifests import SubmissionManifest
 from kit.track import loop, notify, schedule, snapshot, views
 from kit.track.store import TrackStore
 

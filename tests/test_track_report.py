@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from kit.competition import Competition, load_competition
-from kit.manifests import SubmissionManifest
+from kit.store.manifests import SubmissionManifest
 from kit.track import plots, report, views
 from kit.track.store import TrackStore
 

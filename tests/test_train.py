@@ -22,13 +22,14 @@ from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.errors import KitError
 from kit.progress import Event
 from kit.training import loop, runs
+from kit.training.checkpoint import load_fold_model
 from kit.training.config import parse_overrides, resolve_config
 from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
 from kit.training.ema import warmed_up_decay
 from kit.training.oof import OofAssembler, OofLeakError
 from kit.training.optim import lr_factor
 from kit.training.predict import predict_rows, predict_with_flip, unflip
-from kit.training.runs import load_fold_model, train_run
+from kit.training.runs import train_run
 from kit.training.targets import plan_targets
 
 SIZE = 32
@@ -349,7 +350,7 @@ def test_run_id_depends_on_the_training_code(
 
     def run_id() -> str:
         config, plan = resolve_config("sp", TINY), plan_targets(comp, "masked")
-        return runs.make_run_id(config, plan, provenance.run_inputs(comp))
+        return runs.make_run_id(config.to_dict(), plan.describe(), provenance.run_inputs(comp))
 
     base = run_id()
     assert run_id() == base

@@ -22,8 +22,8 @@ from kit.data.arrays import KeypointData
 from kit.durations import parse_duration
 from kit.errors import KitError
 from kit.progress import Event
+from kit.store import load_run
 from kit.training.loop import EpochReport
-from kit.training.runs import load_run
 from kit.tuning import (
     BEST_FILE,
     TuneEvent,

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from test_tune import comp, start_worker, study_of  # noqa: F401  (comp is a fixture)
 
 from kit.competition import Competition
-from kit.training.runs import done_folds
+from kit.store import done_folds
 from kit.tuning import open_storage, tune, tuning_table
 from kit.tuning.studies import FINISHED
 

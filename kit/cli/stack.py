@@ -61,7 +61,7 @@ def stack_command(
 ) -> None:
     """Stack finished runs: per coordinate a ridge and a LightGBM meta-model on their OOF."""
     from kit.stack import stack
-    from kit.training.runs import load_run
+    from kit.store import load_run
 
     check_format(fmt, wide)
     comp = load_competition(competition)

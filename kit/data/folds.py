@@ -29,8 +29,9 @@ from kit.data import duplicates, identity
 from kit.data.arrays import KeypointData
 from kit.data.identity import Anchors
 from kit.errors import DataError, KitError
-from kit.manifests import RunManifest
-from kit.workspace import read_json, sha256_file, write_json, write_text
+from kit.store.files import read_json, sha256_file
+from kit.store.manifests import RunManifest
+from kit.workspace import write_json, write_text
 
 # Bump when the assignment or the grouping changes; older files are kept until --force.
 FOLDS_VERSION = 2

@@ -24,8 +24,8 @@ from kit.errors import KitError
 from kit.planning.planner import SAFETY, Plan, PlannedRun, PlannedSearch
 from kit.planning.stage import outcome_row, train_plan
 from kit.progress import Event, OnEvent
+from kit.store import RunResult
 from kit.training.parallel import FoldPool
-from kit.training.runs import RunResult
 
 
 def search_after_plan(

@@ -25,9 +25,10 @@ from kit.planning.calibrate import StackCost, measure, measure_stack
 from kit.planning.planner import FOLD_CHOICES, Candidate, Plan, PlannedRun, plan_runs
 from kit.planning.portfolio import PortfolioEntry, load_portfolio
 from kit.progress import Event, OnEvent
+from kit.store import RunResult
 from kit.training.device import DeviceData, configure_cpu_threads, resolve_device
 from kit.training.parallel import FoldPool, RunSpec
-from kit.training.runs import OpenRun, RunResult, finish_run, open_run, train_run
+from kit.training.runs import OpenRun, finish_run, open_run, train_run
 from kit.workspace import write_json
 
 

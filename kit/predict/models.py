@@ -24,9 +24,10 @@ from kit.errors import KitError
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import data_checksums, folds_checksum
 from kit.stack import LIGHTGBM_DEFAULTS, BaseModel, StackResult, StackSettings, stack_predictions
+from kit.store import RunResult, load_run
 from kit.submit import Source
+from kit.training.checkpoint import fold_predictions
 from kit.training.device import configure_cpu_threads, device_images, resolve_device
-from kit.training.runs import RunResult, fold_predictions, load_run
 from kit.training.targets import TargetPlan
 
 

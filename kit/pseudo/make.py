@@ -28,10 +28,11 @@ import kit
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
-from kit.manifests import PseudoManifest
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import PSEUDO_CODE, git_commit, run_inputs
-from kit.pseudo.store import (
+from kit.store import RunResult, load_run
+from kit.store.manifests import PseudoManifest
+from kit.store.pseudo import (
     MANIFEST,
     NONE,
     PSEUDO,
@@ -42,8 +43,8 @@ from kit.pseudo.store import (
     write_pseudo,
 )
 from kit.submit import Source, list_sources, resolve_source
+from kit.training.checkpoint import fold_predictions
 from kit.training.device import configure_cpu_threads, device_images, resolve_device
-from kit.training.runs import RunResult, fold_predictions, load_run
 from kit.training.sources import Routing, route
 from kit.training.targets import TargetPlan
 

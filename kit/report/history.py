@@ -17,7 +17,7 @@ from kit.report.records import (
     WorkFolder,
     finite_number,
 )
-from kit.workspace import SavedPredictions
+from kit.store.predictions import SavedPredictions
 
 TRIALS_SHOWN = 10  # per family, best first
 

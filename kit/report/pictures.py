@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 from kit.data.arrays import KeypointData
 from kit.metrics import per_row_error
 from kit.report.records import PlanRecord, SubmissionRecord, TuningRecord
+from kit.store import done_folds
+from kit.store.files import read_json, sha256_file
+from kit.store.predictions import SavedPredictions
 from kit.training.plots import plot_curves, plot_worst
-from kit.training.runs import done_folds
-from kit.workspace import SavedPredictions, read_json, sha256_file
 
 DPI = 100
 

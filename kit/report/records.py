@@ -16,10 +16,11 @@ import pandas as pd
 
 from kit.competition import Competition
 from kit.errors import DataError, KitError
-from kit.manifests import SubmissionManifest
 from kit.stack import StackResult, list_stacks
-from kit.training.runs import RunResult, list_runs
-from kit.workspace import read_json, submissions_dir
+from kit.store import RunResult, list_runs
+from kit.store.files import read_json
+from kit.store.manifests import SubmissionManifest
+from kit.workspace import submissions_dir
 
 PLAN_FILE = "plan.json"
 TUNE_FILE = "tune.sqlite3"

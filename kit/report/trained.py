@@ -15,7 +15,7 @@ from kit.errors import KitError
 from kit.report.html import esc, none, num, number_cell, seconds, table, when
 from kit.report.records import WorkFolder, is_complete
 from kit.stack import PICKED, StackResult
-from kit.training.runs import RunResult
+from kit.store import RunResult
 
 
 def runs_section(folder: WorkFolder) -> str:

@@ -39,7 +39,8 @@ from kit.stack.nested import MIN_META_ROWS, MetaLeakError, check_meta_rows, fold
 from kit.stack.picking import BLEND, LIGHTGBM, PICKED, RIDGE
 from kit.stack.ridge import fit_ridge
 from kit.stack.selection import run_group, select_runs
-from kit.stack.store import STACK_FORMAT, StackResult, list_stacks, load_stack, stack
+from kit.stack.store import STACK_FORMAT, stack
+from kit.store.stacks import StackResult, list_stacks, load_stack
 
 __all__ = [
     "BLEND",

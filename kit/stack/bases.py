@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kit.competition import Competition
-from kit.training.runs import RunResult
+from kit.store import RunResult
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.provenance import STACKING_CODE, run_inputs
-from kit.training.runs import RunResult, list_runs, load_run
+from kit.store import RunResult, list_runs, load_run
 
 
 def run_group(comp: Competition, run: RunResult) -> str:

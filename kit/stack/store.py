@@ -1,22 +1,17 @@
-"""Stacks on disk: content-addressed folders, manifests, and `stack()` that writes them."""
+"""`stack()`: writes content-addressed stack folders (their reader: kit.store.stacks)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import kit
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
-from kit.errors import KitError
-from kit.manifests import StackManifest
 from kit.progress import OnEvent, ignore
 from kit.provenance import STACKING_CODE, git_commit, run_inputs
 from kit.stack.bases import BaseModel
@@ -25,30 +20,13 @@ from kit.stack.meta import StackOutcome, stack_predictions
 from kit.stack.nested import MIN_META_ROWS
 from kit.stack.picking import PICKED
 from kit.stack.selection import run_group, select_runs
-from kit.training.runs import RunResult
-from kit.workspace import (
-    SavedPredictions,
-    atomic_path,
-    sha256_json,
-    write_text,
-)
+from kit.store import RunResult
+from kit.store.files import sha256_json
+from kit.store.manifests import StackManifest
+from kit.store.stacks import StackResult, load_stack
+from kit.workspace import atomic_path, write_text
 
 STACK_FORMAT = 2  # bump when the artifacts' meaning changes: old stacks then get new ids
-
-
-@dataclass
-class StackResult(SavedPredictions):
-    """A stack folder; its `oof` holds the per-keypoint picked method's nested OOF."""
-
-    stack_id: str
-    path: Path
-    manifest: StackManifest
-    table: pd.DataFrame
-    reused: bool = False
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [r["run_id"] for r in self.manifest.runs]
 
 
 def make_stack_id(runs: list[RunResult], settings: StackSettings, inputs: dict[str, Any]) -> str:
@@ -157,24 +135,3 @@ def _lightgbm_version() -> str:
     import lightgbm
 
     return lightgbm.__version__
-
-
-def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackResult:
-    """A finished stack by id."""
-    path = comp.workspace.stacks / stack_id
-    if not (path / "manifest.json").is_file():
-        known = ", ".join(s.stack_id for s in list_stacks(comp)) or "none"
-        raise KitError(f"no finished stack {stack_id!r} for {comp.name}", hint=f"stacks: {known}")
-    table = pd.read_csv(path / "table.csv")
-    return StackResult(
-        stack_id, path, StackManifest.load(path / "manifest.json"), table, reused=reused
-    )
-
-
-def list_stacks(comp: Competition) -> list[StackResult]:
-    """Every finished stack of `comp`, best CV first."""
-    stacks = [
-        load_stack(comp, p.parent.name)
-        for p in sorted(comp.workspace.stacks.glob("*/manifest.json"))
-    ]
-    return sorted(stacks, key=lambda s: s.cv_score)

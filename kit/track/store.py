@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from kit.errors import DataError, KitError
-from kit.workspace import sha256_json
+from kit.store.files import sha256_json
 
 DB_NAME = "track.sqlite3"
 SCHEMA_VERSION = "1"

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from kit.errors import DataError, KitError
-from kit.manifests import SubmissionManifest
+from kit.store.manifests import SubmissionManifest
 from kit.track.store import TrackStore
 
 # Used only when the board cannot tell (fewer than two distinct scores); other metrics: lower.

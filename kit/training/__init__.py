@@ -1,6 +1,8 @@
 """Training engine: batched on-device augmentation, the loop, OOF/test prediction, run folders.
 
-    from kit.training.runs import train_run, load_run, list_runs
+    from kit.training.runs import train_run
+    from kit.store import list_runs, load_run  # what a finished run left, read back
+
     result = train_run(comp, "resnet", {"lr": 3e-4}, folds=None, target_set="masked")
     result.oof, result.test, result.manifest.cv["overall"]
 

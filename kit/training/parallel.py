@@ -65,7 +65,8 @@ def _send(event: Event) -> None:
 
 
 def _train_one(spec: RunSpec, fold: int) -> dict[str, Any]:
-    from kit.training.runs import RunResult, open_run, train_fold
+    from kit.store import RunResult
+    from kit.training.runs import open_run, train_fold
 
     run = open_run(
         _WORKER["comp"], spec.family, spec.overrides, folds=spec.folds, epochs=spec.epochs,

@@ -37,7 +37,7 @@ change together; the parts without files live beside it (config, loop, oof, pred
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path
@@ -50,10 +50,18 @@ import kit
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
-from kit.manifests import RunManifest
 from kit.metrics import evaluate, per_row_error
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import git_commit, run_inputs
+from kit.store.files import read_json
+from kit.store.manifests import RunManifest
+from kit.store.runs import (
+    RUN_FORMAT,
+    RunFolder,
+    RunResult,
+    done_folds,
+    make_run_id,
+)
 from kit.training.config import RunConfig, resolve_config, run_speed
 from kit.training.device import DeviceData, configure_cpu_threads, device_images, resolve_device
 from kit.training.flip import check_flip, flip_permutation
@@ -62,18 +70,10 @@ from kit.training.oof import OofAssembler
 from kit.training.predict import predict_rows
 from kit.training.sources import Routing, route
 from kit.training.targets import LinearImputer, TargetPlan, plan_targets, pseudo_targets
-from kit.workspace import (
-    SavedPredictions,
-    atomic_path,
-    read_json,
-    sha256_json,
-    write_json,
-)
+from kit.workspace import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from kit.pseudo.store import PseudoResult
-
-RUN_FORMAT = 1  # bump when the artifacts' meaning changes: old runs then get new ids
+    from kit.store.pseudo import PseudoResult
 
 
 @dataclass
@@ -93,20 +93,6 @@ class FoldEvent:
         if self.score is not None:
             text += f": {self.score:.4f} in {self.seconds:.0f} s"
         return Event("train", "fold", self.fold, self.folds, text, self)
-
-
-@dataclass
-class RunResult(SavedPredictions):
-    run_id: str
-    path: Path
-    manifest: RunManifest
-    reused: bool = False
-    trained_folds: list[int] = field(default_factory=list)  # trained by this call
-    resumed_folds: list[int] = field(default_factory=list)  # found finished on disk
-
-    @cached_property
-    def oof_folds(self) -> np.ndarray:
-        return np.load(self.path / "oof_folds.npy")
 
 
 @dataclass
@@ -145,17 +131,6 @@ def fold_seed(seed: int, fold: int, submodel: int) -> int:
     return int(np.random.SeedSequence([seed, fold, submodel]).generate_state(1)[0])
 
 
-def make_run_id(config: RunConfig, plan: TargetPlan, inputs: dict[str, Any]) -> str:
-    """The run's content address: family + hash of (format, config, plan, `run_inputs`)."""
-    identity = {
-        "format": RUN_FORMAT,
-        "config": config.to_dict(),
-        "plan": plan.describe(),
-        **inputs,
-    }
-    return f"{config.family}-{sha256_json(identity)[:12]}"
-
-
 def _load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
     from kit.data.folds import load_folds  # the folds stage owns the file format
 
@@ -184,15 +159,6 @@ def _load_split(comp: Competition, path: Path) -> KeypointData:
 
 
 # ---------------------------------------------------------------- per-fold artifacts
-
-
-def _marker(path: Path, fold: int) -> Path:
-    return path / f"fold-{fold}.done.json"
-
-
-def done_folds(path: Path) -> list[int]:
-    """Folds whose done marker exists (their .pt and .npz were written before it)."""
-    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in path.glob("fold-*.done.json"))
 
 
 def _train_fold(ctx: RunContext, fold: int) -> dict[str, Any]:
@@ -332,66 +298,7 @@ def _save_fold(ctx: RunContext, fold: int, states: dict, rows, oof, test, record
         torch.save(checkpoint, tmp)
     with atomic_path(ctx.path / f"fold-{fold}.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, rows=rows, oof=oof, test=test)
-    write_json(_marker(ctx.path, fold), record)  # last: the fold now counts as done
-
-
-def load_fold_model(
-    run_path: Path,
-    fold: int,
-    submodel: str = "main",
-    device: str = "cpu",
-    hparams: dict[str, Any] | None = None,
-):
-    """Rebuild one fold's trained network from its checkpoint (eval mode); `hparams` replace
-    model settings that hold no weights (e.g. ``{"decode": "dark"}`` for a heatmap model)."""
-    from kit.models import create_model
-
-    checkpoint = torch.load(run_path / f"fold-{fold}.pt", map_location=device, weights_only=True)
-    sub = checkpoint["submodels"][submodel]
-    model = create_model(
-        checkpoint["family"],
-        int(sub.get("outputs", len(sub["keypoints"]))),
-        checkpoint["input_size"],
-        **{**checkpoint["model_hparams"], **(hparams or {})},
-    )
-    model.load_state_dict(sub["state_dict"])
-    return model.to(device).eval()
-
-
-@torch.no_grad()
-def fold_predictions(
-    comp: Competition,
-    run: RunResult,
-    fold: int,
-    device: torch.device,
-    *splits: tuple[torch.Tensor, np.ndarray | None],
-) -> list[np.ndarray]:
-    """What `run`'s fold-`fold` checkpoint predicts for each split's images (device uint8
-    (n, 1, S, S)): (n, K', 2) input pixels in the run's keypoint columns, as its training
-    predicted its test rows: its sub-models merged, flip TTA when the run used it. A split is
-    (images, sources): a run with heads (target set sources) needs each row's source ((n,) head
-    indices), else None. Each sub-model is loaded once for all the splits."""
-    checkpoint = run.path / f"fold-{fold}.pt"
-    if not checkpoint.is_file():
-        raise DataError(
-            f"run {run.run_id} has no model of fold {fold}",
-            path=checkpoint,
-            hint=f"retrain it: `kit train {comp.name} {run.manifest.family} ...`",
-        )
-    config = RunConfig(**run.manifest.config)
-    plan = TargetPlan.from_description(run.manifest.plan)
-    speed = run_speed(config, device)
-    batch = int(config.train.get("eval_batch_size", 256))
-    parts: list[dict[str, np.ndarray]] = [{} for _ in splits]
-    for sub in plan.submodels:
-        model = load_fold_model(run.path, fold, sub.name, str(device))
-        perm = flip_permutation(comp, sub.columns) if config.train.get("tta", True) else None
-        for split_parts, (images, sources) in zip(parts, splits, strict=True):
-            pred = predict_rows(
-                model, images, None, device, batch_size=batch, flip_perm=perm, speed=speed
-            )
-            split_parts[sub.name] = sub.pick(pred, sources)
-    return [plan.merge(split_parts) for split_parts in parts]
+    write_json(RunFolder(ctx.path).marker(fold), record)  # last: the fold now counts as done
 
 
 # ---------------------------------------------------------------- assembling a run
@@ -524,11 +431,11 @@ def open_run(
         routing = route(comp, plan.heads, data, test)
         inputs["data"] = {**inputs["data"], "sources": routing.describe()}
     pseudo = _pseudo_set(comp, config, plan, inputs)
-    run_id = make_run_id(config, plan, inputs)
+    run_id = make_run_id(config.to_dict(), plan.describe(), inputs)
     path = comp.workspace.runs / run_id
     requested = list(range(n_folds if folds is None else folds))
     found = done_folds(path)
-    if set(requested) <= set(found) and _finished(path, found):
+    if set(requested) <= set(found) and RunFolder(path).finished(found):
         return RunResult(
             run_id, path, RunManifest.load(path / "manifest.json"), reused=True, resumed_folds=found
         )
@@ -624,7 +531,7 @@ def _pseudo_set(comp: Competition, config: RunConfig, plan: TargetPlan, inputs: 
     pseudo_id = str(config.train["pseudo"])
     if not pseudo_id:
         return None
-    from kit.pseudo.store import load_pseudo  # late: kit.pseudo reads runs (this module)
+    from kit.store.pseudo import load_pseudo  # late: kit.pseudo reads runs (this module)
 
     if plan.impute:
         raise KitError(
@@ -642,7 +549,7 @@ def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> 
     (path / "manifest.json").unlink(missing_ok=True)  # "finished" only once all is rewritten
     folds_done = done_folds(path)
     oof, filled_by, test = assemble(ctx, folds_done)
-    records = [read_json(_marker(path, f)) for f in folds_done]
+    records = [read_json(RunFolder(path).marker(f)) for f in folds_done]
     manifest = _manifest(ctx, run_id, folds_done, oof, records, time.perf_counter() - started)
     _save_npy(path / "oof_folds.npy", filled_by)
     _save_npy(path / "oof.npy", oof)
@@ -653,32 +560,6 @@ def _write_run(ctx: RunContext, run_id: str, started: float, pictures: bool) -> 
     return manifest
 
 
-def _finished(path: Path, found: list[int]) -> bool:
-    manifest = path / "manifest.json"
-    return manifest.is_file() and RunManifest.load(manifest).folds["trained"] == found
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-
-
-def load_run(comp: Competition, run_id: str) -> RunResult:
-    """A finished run by id (its manifest exists)."""
-    path = comp.workspace.runs / run_id
-    if not (path / "manifest.json").is_file():
-        known = ", ".join(r.run_id for r in list_runs(comp)) or "none"
-        raise KitError(
-            f"no finished run {run_id!r} for {comp.name}", hint=f"finished runs: {known}"
-        )
-    return RunResult(run_id, path, RunManifest.load(path / "manifest.json"), reused=True)
-
-
-def list_runs(comp: Competition) -> list[RunResult]:
-    """Every finished run of `comp`, best CV score first."""
-    root = comp.workspace.runs
-    runs = [
-        RunResult(p.parent.name, p.parent, RunManifest.load(p), reused=True)
-        for p in sorted(root.glob("*/manifest.json"))
-    ]
-    return sorted(runs, key=lambda r: r.cv_score)

@@ -22,9 +22,10 @@ from kit.errors import KitError
 from kit.models import get_family
 from kit.progress import Event, OnEvent
 from kit.provenance import run_inputs
+from kit.store import RunResult, done_folds, make_run_id
 from kit.training.config import resolve_config
 from kit.training.loop import EpochReport
-from kit.training.runs import RunResult, done_folds, make_run_id, train_run
+from kit.training.runs import train_run
 from kit.training.targets import plan_targets
 from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
 from kit.tuning.table import key_params
@@ -176,7 +177,7 @@ def run_folder(comp: Competition, family: str, overrides: dict[str, Any]) -> Pat
     """The content-addressed folder `train_run` uses for this config (masked targets)."""
     config = resolve_config(family, overrides)
     plan = plan_targets(comp, "masked", None)
-    return comp.workspace.runs / make_run_id(config, plan, run_inputs(comp))
+    return comp.workspace.runs / make_run_id(config.to_dict(), plan.describe(), run_inputs(comp))
 
 
 def discard_unfinished_run(comp: Competition, family: str, overrides: dict[str, Any]) -> None:

@@ -16,7 +16,9 @@ from kit.errors import KitError
 from kit.models import get_family, list_models
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import data_checksums, folds_checksum
-from kit.training.runs import FoldEvent, RunResult, train_run
+from kit.store import RunResult
+from kit.store.files import read_json
+from kit.training.runs import FoldEvent, train_run
 from kit.tuning.settings import BEST_FILE, DEFAULT_TRIALS, HEARTBEAT_SECONDS
 from kit.tuning.studies import (
     default_storage,
@@ -29,7 +31,7 @@ from kit.tuning.studies import (
 from kit.tuning.table import table_from_storage
 from kit.tuning.trials import TuneEvent, check_trials_ran, make_objective, search
 from kit.tuning.workers import run_workers, worker_environments
-from kit.workspace import read_json, write_json
+from kit.workspace import write_json
 
 
 @dataclass

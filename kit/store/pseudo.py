@@ -8,7 +8,7 @@
                     source  int8 (N, K): 1 = true label, 0 = pseudo label, -1 = neither
                     test    float32 (M, K, 2), strict: (F, M, K, 2): the teacher's test
                             predictions (NaN for keypoints it does not predict)
-    manifest.json   kit.manifests.PseudoManifest (written last: the set then counts as finished)
+    manifest.json   `PseudoManifest` (written last: the set then counts as finished)
 
 K is every keypoint of the competition; F the folds of the folds file.
 """
@@ -24,8 +24,9 @@ import numpy as np
 
 from kit.competition import Competition
 from kit.errors import DataError, KitError
-from kit.manifests import PseudoManifest
-from kit.workspace import save_npz, sha256_json
+from kit.store.files import sha256_json
+from kit.store.manifests import PseudoManifest
+from kit.workspace import save_npz
 
 PSEUDO_FORMAT = 1  # bump when the artifacts' meaning changes: old sets then get new ids
 LABELS = "labels.npz"

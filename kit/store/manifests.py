@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from kit.errors import DataError
-from kit.workspace import read_json, write_json
+from kit.store.files import read_json
+from kit.workspace import write_json
 
 __all__ = [
     "Manifest",

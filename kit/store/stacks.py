@@ -1,0 +1,49 @@
+"""Stack folders read back: ``comp.workspace.stacks/<stack-id>/`` (written by kit.stack.store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kit.competition import Competition
+from kit.errors import KitError
+from kit.store.manifests import StackManifest
+from kit.store.predictions import SavedPredictions
+
+
+@dataclass
+class StackResult(SavedPredictions):
+    """A stack folder; its `oof` holds the per-keypoint picked method's nested OOF."""
+
+    stack_id: str
+    path: Path
+    manifest: StackManifest
+    table: pd.DataFrame
+    reused: bool = False
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r["run_id"] for r in self.manifest.runs]
+
+
+def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackResult:
+    """A finished stack by id."""
+    path = comp.workspace.stacks / stack_id
+    if not (path / "manifest.json").is_file():
+        known = ", ".join(s.stack_id for s in list_stacks(comp)) or "none"
+        raise KitError(f"no finished stack {stack_id!r} for {comp.name}", hint=f"stacks: {known}")
+    table = pd.read_csv(path / "table.csv")
+    return StackResult(
+        stack_id, path, StackManifest.load(path / "manifest.json"), table, reused=reused
+    )
+
+
+def list_stacks(comp: Competition) -> list[StackResult]:
+    """Every finished stack of `comp`, best CV first."""
+    stacks = [
+        load_stack(comp, p.parent.name)
+        for p in sorted(comp.workspace.stacks.glob("*/manifest.json"))
+    ]
+    return sorted(stacks, key=lambda s: s.cv_score)
