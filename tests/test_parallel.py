@@ -8,7 +8,9 @@ import pytest
 from kit.competition import Competition
 from kit.errors import KitError
 from kit.progress import Event
-from kit.training.parallel import FoldPool, RunSpec, default_workers
+from kit.training.parallel import FoldPool, default_workers
+from kit.training.runs import train_fold_in_worker
+from kit.training.spec import RunSpec
 from tests.test_train import TINY, run_tiny, write_tiny_competition
 
 
@@ -40,7 +42,10 @@ def test_folds_in_workers_make_the_same_run_as_one_process(comp: Competition, mo
 def test_a_worker_error_reaches_the_parent_as_one_line(comp: Competition) -> None:
     spec = RunSpec("sp", {**TINY, "lr": -1.0}, epochs=1)
     with FoldPool(comp, 2) as pool, pytest.raises(KitError, match="lr must be positive"):
-        pool.train_folds(spec, [0, 1])
+        futures = [pool.call(train_fold_in_worker, spec, fold) for fold in (0, 1)]
+        pool.wait_all(futures)
+        for future in futures:
+            future.result()
 
 
 def test_one_worker_per_cpu_core_and_one_on_a_gpu(monkeypatch) -> None:

@@ -84,12 +84,13 @@ def test_train_plan_skips_what_no_longer_fits_the_deadline(monkeypatch) -> None:
         def __init__(self, family: str, epochs: int):
             self.run_id, self.cv_score = f"{family}-{epochs}", 2.0
 
-    def fake_train_run(comp, family, overrides, *, epochs, device, on_event):
+    def fake_open_run(comp, spec, *, device, on_event):
+        family, overrides, epochs = spec.family, spec.overrides, spec.epochs
         trained.append((family, epochs, overrides["seed"]))
         now[0] += 100.0  # every run takes 100 s
         return FakeRun(family, epochs)
 
-    monkeypatch.setattr(planning_stage, "train_run", fake_train_run)
+    monkeypatch.setattr(planning_stage, "open_run", fake_open_run)
     plan = plan_runs(
         [candidate("a", 8.0, 2, 4), candidate("b", 8.0, 2, 4)], 10_000, fold_choices=(3,)
     )
@@ -97,8 +98,8 @@ def test_train_plan_skips_what_no_longer_fits_the_deadline(monkeypatch) -> None:
         None, plan, deadline=150.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0]
     )
     assert len(runs) == 1 and trained == [("lenet", 4, 0)]
-    assert [row["note"].startswith("skipped") for row in outcome] == [False, True, True, True]
-    assert outcome[0]["actual_seconds"] == 100.0 and outcome[0]["cv"] == 2.0
+    assert [row.note.startswith("skipped") for row in outcome] == [False, True, True, True]
+    assert outcome[0].actual_seconds == 100.0 and outcome[0].cv == 2.0
 
 
 def test_measure_times_a_configuration_in_seconds() -> None:
@@ -208,14 +209,14 @@ def test_a_plan_trains_in_a_pool_of_workers_and_skips_what_misses_the_deadline()
             pool=pool,
         )  # fmt: skip
         assert [r.manifest.folds["complete"] for r in runs] == [True, True]
-        assert [row["run_id"] for row in outcome] == [r.run_id for r in runs]
+        assert [row.run_id for row in outcome] == [r.run_id for r in runs]
         now[0] = 99.9  # the deadline is near: nothing new starts
         late = plan_runs([Candidate(entry, 5.0, 1.0, workers=2)], 60, fold_choices=(3,))
         runs, outcome = planning_stage.train_plan(
             comp, late, 100.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0],
             pool=pool,
         )  # fmt: skip
-    assert runs == [] and outcome[0]["note"].startswith("skipped")
+    assert runs == [] and outcome[0].note.startswith("skipped")
 
 
 def with_curve(name: str, epoch_s: float, curve: tuple, min_epochs: int = 2) -> Candidate:
@@ -291,10 +292,12 @@ def test_students_wait_for_their_teacher_and_keep_their_time() -> None:
 def test_folds_still_owed_to_started_runs_count_against_the_time_left() -> None:
     plan = plan_runs([candidate("a", 10.0, 2, max_epochs=2)], 1000, fold_choices=(5,))
     run = plan.runs[0]
-    schedule = planning_stage._PoolSchedule(None, plan, 100.0, print, lambda: 0.0, None)
-    started = planning_stage._Started(run, None, 0.0, queued=[3, 4], running={"f": 2})
-    schedule.active.append(started)
-    assert schedule._in_flight() == pytest.approx(run.seconds * 3 / 5)
+    from kit.training.queue import FoldQueue, InProcessExecutor, QueuedRun, _Active
+
+    queue = FoldQueue(InProcessExecutor(), clock=lambda: 0.0)
+    item = QueuedRun(run.name, None, run.seconds / run.folds)
+    queue._active.append(_Active(item, None, 0.0, queued=[3, 4], running={"f": 2}))
+    assert queue.owed_seconds() == pytest.approx(run.seconds * 3 / 5)
 
 
 def test_time_left_at_the_maximum_epochs_buys_a_search_before_seeds() -> None:

@@ -23,6 +23,7 @@ from test_stack import TINY_NAME, TINY_SP, one_thread, tiny_competition
 
 import kit.training.runs
 from kit.competition import PATH_ENV, Competition
+from kit.planning.outcome import RunOutcome
 from kit.planning.planner import Plan, PlannedRun
 from kit.planning.stage import save_plan
 from kit.report import build_report
@@ -92,13 +93,7 @@ def write_plan(comp: Competition, curved: RunResult, plain: RunResult) -> None:
     plan = Plan(folds=3, seconds=100.0, runs=runs, stack_seconds=8.0)
     done = [(curved, 41.5, ""), (plain, 9.0, "2 fewer epochs (time ran short)"), (None, 0.0, "")]
     outcome = [
-        {
-            **planned.describe(),
-            "actual_seconds": seconds,
-            "run_id": run.run_id if run else None,
-            "cv": run.cv_score if run else None,
-            "note": note or ("" if run else "skipped: 3 s were left"),
-        }
+        RunOutcome.of(planned, run, seconds, note or ("" if run else "skipped: 3 s were left"))
         for planned, (run, seconds, note) in zip(runs, done, strict=True)
     ]
     save_plan(comp, plan, outcome, budget=120.0)

@@ -18,17 +18,11 @@ from kit.data.arrays import KeypointData
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.demo import DemoSettings, answers_path, demo_competition, prepare_demo
 from kit.errors import KitError
-from kit.pipeline import (
-    BudgetPlan,
-    choose_finals,
-    finals_seconds,
-    parse_budget,
-    plan_budget,
-    search_round_robin,
-    stack_seconds_estimate,
-)
+from kit.pipeline import parse_budget
 from kit.planning import PortfolioEntry, planner
 from kit.planning import stage as planning_stage
+from kit.planning.budget import RunBudget, split_budget, stack_seconds_estimate
+from kit.planning.fixed_epochs import choose_finals, finals_seconds, search_round_robin
 from kit.workspace import SUBMISSIONS_ENV
 
 TINY_DEMO = ("--budget", "5s", "--train-rows", "48", "--test-rows", "9", "--size", "32")
@@ -94,7 +88,7 @@ def test_the_search_runs_until_only_the_final_trainings_fit(monkeypatch) -> None
     monkeypatch.setattr(kit.tuning, "tune", fake_tune)
     columns = ["family", "state", "score", "seconds", "key_params"]
     monkeypatch.setattr(kit.tuning, "tuning_table", lambda *a, **k: pd.DataFrame(columns=columns))
-    plan = BudgetPlan(
+    plan = RunBudget(
         budget=200, families=["sp"], epochs=1, best_n=2, stack_reserve=0, submit_reserve=0
     )
     table = search_round_robin(
@@ -118,22 +112,22 @@ def test_budget_parsing_and_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(KitError, match="--budget 'soon' is not a duration"):
         parse_budget("soon")
     comp = tiny_competition(tmp_path, monkeypatch)
-    plan = plan_budget(comp, 600, families=None, epochs=None, best_n=2, device="cpu", upload=False)
+    plan = split_budget(comp, 600, families=None, epochs=None, best_n=2, device="cpu", upload=False)
     assert plan.families == ["lenet"] and plan.epochs == 5  # CPU: 1 epoch / 2 budget minutes
-    longer = plan_budget(
+    longer = split_budget(
         comp, 3600, families=None, epochs=None, best_n=2, device="cpu", upload=False
     )
     assert longer.families == ["lenet", "sp"] and longer.epochs == 30
     assert plan.stack_reserve == 5.0  # the floor: 60 rows stack in well under a second
     assert plan.submit_reserve == 5.0
-    uploading = plan_budget(
+    uploading = split_budget(
         comp, 600, families=["sp"], epochs=2, best_n=1, device="cpu", upload=True
     )
     assert uploading.families == ["sp"] and uploading.epochs == 2
     assert uploading.submit_reserve == 35.0
     assert stack_seconds_estimate(2449, 30, 5) == pytest.approx(30 * 5 * (0.02 + 0.857), rel=1e-3)
     with pytest.raises(KitError, match="must be positive"):
-        plan_budget(comp, 0, families=None, epochs=None, best_n=2, device="cpu", upload=False)
+        split_budget(comp, 0, families=None, epochs=None, best_n=2, device="cpu", upload=False)
 
 
 # ------------------------------------------------------------------------- the demo data

@@ -14,6 +14,7 @@ from test_stack import one_torch_thread, tiny_competition  # noqa: F401
 from kit.planning import Plan, PlannedRun
 from kit.planning import search as planning_search
 from kit.planning import stage as planning_stage
+from kit.planning.outcome import RunOutcome
 from kit.planning.planner import PlannedSearch
 from kit.training.runs import train_run
 
@@ -21,9 +22,9 @@ SEARCH = PlannedSearch("lenet-default", "lenet", 1, trials=2, trial_seconds=10.0
                        final_seconds=20.0, folds=3)  # fmt: skip
 
 
-def base_row(run_id: str | None, epochs: int = 1) -> dict:
+def base_row(run_id: str | None, epochs: int = 1) -> RunOutcome:
     planned = PlannedRun("lenet-default", "lenet", {}, epochs, 0, 30.0, 3)
-    return {**planned.describe(), "run_id": run_id, "cv": 2.0, "actual_seconds": 30.0, "note": ""}
+    return RunOutcome(planned, actual_seconds=30.0, run_id=run_id, cv=2.0, note="")
 
 
 def base_run(fold_zero: float = 1.5) -> SimpleNamespace:
@@ -47,13 +48,13 @@ def test_the_base_run_staying_best_trains_nothing_more(monkeypatch) -> None:
     # The trials' best (1.6) does not beat the base run's own fold 0 (1.5).
     trials = [FakeTrial(4, 1.6, {"overrides": {"epochs": 1, "lr": 0.1}}), FakeTrial(1, 1.9)]
     monkeypatch.setattr(planning_search, "_search_trials", lambda *a: trials)
-    monkeypatch.setattr(planning_stage, "train_run", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(planning_stage, "open_run", lambda *a, **k: pytest.fail("trained"))
     runs, (row,) = planning_search.search_after_plan(
         None, plan_with_search(), [base_run(1.5)], [base_row("base")], 1000.0, device="cpu",
         on_event=lambda e: None, clock=lambda: 0.0,
     )  # fmt: skip
-    assert runs == [] and row["run_id"] is None
-    assert "2 trials; lenet-default stayed best (fold 0 1.5000)" in row["note"]
+    assert runs == [] and row.run_id is None
+    assert "2 trials; lenet-default stayed best (fold 0 1.5000)" in row.note
 
 
 def test_a_better_trial_is_trained_on_all_folds_within_the_deadline(monkeypatch) -> None:
@@ -65,18 +66,19 @@ def test_a_better_trial_is_trained_on_all_folds_within_the_deadline(monkeypatch)
     class FakeRun:
         run_id, cv_score = "new-all-folds", 1.3
 
-    def fake_train_run(comp, family, overrides, *, epochs, device, on_event):
+    def fake_open_run(comp, spec, *, device, on_event):
+        family, overrides, epochs = spec.family, spec.overrides, spec.epochs
         trained.append((family, overrides, epochs))
         return FakeRun()
 
-    monkeypatch.setattr(planning_stage, "train_run", fake_train_run)
+    monkeypatch.setattr(planning_stage, "open_run", fake_open_run)
     search = dict(device="cpu", on_event=lambda e: None, clock=lambda: 0.0)
     runs, (row,) = planning_search.search_after_plan(
         None, plan_with_search(), [base_run()], [base_row("base")], 1000.0, **search
     )
     assert trained == [("lenet", {"lr": 0.1, "seed": 0}, 1)]
-    assert row["name"] == "lenet-default-search3" and row["cv"] == 1.3 and runs[0].cv_score == 1.3
-    assert "best fold 0 1.2000 (trial 3)" in row["note"]
+    assert row.name == "lenet-default-search3" and row.cv == 1.3 and runs[0].cv_score == 1.3
+    assert "best fold 0 1.2000 (trial 3)" in row.note
     # Its other 2 folds take about 2 x its trial's 8 s: trials that end 15 s before the
     # deadline leave no time for them.
     now = [0.0]
@@ -91,7 +93,7 @@ def test_a_better_trial_is_trained_on_all_folds_within_the_deadline(monkeypatch)
         None, plan_with_search(), [base_run()], [base_row("base")], 40.0, device="cpu",
         on_event=lambda e: None, clock=lambda: now[0],
     )  # fmt: skip
-    assert runs == [] and trained == [] and "skipped" in row["note"]
+    assert runs == [] and trained == [] and "skipped" in row.note
 
 
 def test_no_search_without_its_base_run_or_time(monkeypatch) -> None:
@@ -100,7 +102,7 @@ def test_no_search_without_its_base_run_or_time(monkeypatch) -> None:
     _, (row,) = planning_search.search_after_plan(
         None, plan_with_search(), [base_run()], [base_row(None)], 1000.0, **search
     )
-    assert "lenet-default was not trained" in row["note"]
+    assert "lenet-default was not trained" in row.note
     _, (row,) = planning_search.search_after_plan(
         None,
         plan_with_search(),
@@ -109,7 +111,7 @@ def test_no_search_without_its_base_run_or_time(monkeypatch) -> None:
         SEARCH.final_seconds + 5.0,
         **search,
     )
-    assert row["note"].startswith("skipped")
+    assert row.note.startswith("skipped")
 
 
 def test_search_trials_score_fold_zero_as_the_base_run_does(tmp_path: Path, monkeypatch) -> None:

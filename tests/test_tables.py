@@ -17,9 +17,12 @@ from rich.console import Console, RenderableType
 
 from kit.cli.labels import MAX_KEYPOINT, MAX_MODEL, keypoint_labels, legend, model_labels
 from kit.cli.output import plain, records
-from kit.cli.tables import plan_table, stack_data, stack_frame, stack_table
+from kit.cli.plan_view import plan_table
+from kit.cli.tables import stack_data, stack_frame, stack_table
 from kit.cli.track_views import overview_data, render, submissions_frame
 from kit.competition import load_competition
+from kit.planning.outcome import RunOutcome
+from kit.planning.planner import PlannedRun
 from kit.stack import BLEND, LIGHTGBM, PICKED, RIDGE
 from kit.track.views import Overview, Standing
 
@@ -263,17 +266,15 @@ def test_the_plan_table_keeps_runs_on_one_line(width: int) -> None:
         runs=[1, 2], folds=5, estimated_seconds=100.0, stack_seconds=10.0, seconds=120.0,
         search=None, skipped=(),
     )  # fmt: skip
+    overrides = {"lr": 0.001, "width": 64, "sigma": 1.5, "dropout": 0.1}
     outcome = [
-        {
-            "name": f"heatmap-default-seed{i}",
-            "overrides": {"lr": 0.001, "width": 64, "sigma": 1.5, "dropout": 0.1},
-            "epochs": 40,
-            "seed": i,
-            "estimated_seconds": 50.0,
-            "actual_seconds": 48.0,
-            "cv": 1.91,
-            "note": "stopped early at epoch 31: the validation loss stopped improving " * 2,
-        }
+        RunOutcome(
+            PlannedRun(f"heatmap-default-seed{i}", "heatmap", overrides, 40, i, 50.0),
+            actual_seconds=48.0,
+            run_id=f"heatmap-{i}",
+            cv=1.91,
+            note="stopped early at epoch 31: the validation loss stopped improving " * 2,
+        )
         for i in (1, 2)
     ]
     lines = rendered(plan_table(plan, outcome, width), width)

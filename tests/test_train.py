@@ -21,11 +21,13 @@ from kit.data.arrays import KeypointData, identity_transforms
 from kit.data.synthetic import fkd15_from_68, make_faces
 from kit.errors import KitError
 from kit.progress import Event
-from kit.training import loop, runs
+from kit.store import RunResult, done_folds, make_run_id
+from kit.training import loop
 from kit.training.checkpoint import load_fold_model
 from kit.training.config import parse_overrides, resolve_config
 from kit.training.device import available_cpus, configure_cpu_threads, resolve_device
 from kit.training.ema import warmed_up_decay
+from kit.training.flip import flip_permutation
 from kit.training.oof import OofAssembler, OofLeakError
 from kit.training.optim import lr_factor
 from kit.training.predict import predict_rows, predict_with_flip, unflip
@@ -75,7 +77,7 @@ def comp() -> Competition:
     return write_tiny_competition()
 
 
-def run_tiny(comp: Competition, **kwargs) -> runs.RunResult:
+def run_tiny(comp: Competition, **kwargs) -> RunResult:
     overrides = {**TINY, **kwargs.pop("overrides", {})}
     kwargs.setdefault("epochs", 2)
     kwargs.setdefault("pictures", False)
@@ -252,7 +254,7 @@ def test_eight_thirty_merges_two_models_into_full_oof(comp: Competition) -> None
     rows = np.flatnonzero(result.oof_folds == 0)
     images = torch.from_numpy(data.images).unsqueeze(1)
     cpu, perm = torch.device("cpu"), comp.flip_permutation()
-    eight_perm = runs.flip_permutation(comp, tuple(sorted(eight)))
+    eight_perm = flip_permutation(comp, tuple(sorted(eight)))
     from_eight = predict_rows(eight_model, images, rows, cpu, flip_perm=eight_perm)
     from_full = predict_rows(full_model, images, rows, cpu, flip_perm=perm)
     np.testing.assert_allclose(result.oof[rows][:, sorted(eight)], from_eight, atol=1e-4)
@@ -304,7 +306,7 @@ def test_interrupted_run_resumes_at_the_next_fold(comp: Competition, device: tor
     with pytest.raises(KeyboardInterrupt):
         run_tiny(comp, epochs=1, device=str(device), on_event=on_epoch(stop_at_fold_one))
     [path] = list(comp.workspace.runs.iterdir())
-    assert runs.done_folds(path) == [0] and not (path / "manifest.json").exists()
+    assert done_folds(path) == [0] and not (path / "manifest.json").exists()
     before = (path / "fold-0.pt").stat().st_mtime_ns, (path / "fold-0.done.json").read_text()
     trained: list[int] = []
     record_fold = on_epoch(lambda r: trained.append(r.fold))
@@ -350,7 +352,7 @@ def test_run_id_depends_on_the_training_code(
 
     def run_id() -> str:
         config, plan = resolve_config("sp", TINY), plan_targets(comp, "masked")
-        return runs.make_run_id(config.to_dict(), plan.describe(), provenance.run_inputs(comp))
+        return make_run_id(config.to_dict(), plan.describe(), provenance.run_inputs(comp))
 
     base = run_id()
     assert run_id() == base
@@ -431,7 +433,7 @@ def recorded_steps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tens
     return states
 
 
-def train_convbn(comp: Competition, **overrides) -> runs.RunResult:
+def train_convbn(comp: Competition, **overrides) -> RunResult:
     overrides = {**TINY_BN, **overrides}
     return train_run(comp, "convbn", overrides, epochs=3, folds=1, device="cpu", pictures=False)
 

@@ -14,8 +14,9 @@ import typer
 
 from kit.cli.app import app
 from kit.cli.output import WideOption
+from kit.cli.pipeline_view import PipelineView, print_pipeline_result
 from kit.cli.plain import progress_view
-from kit.cli.tables import PipelineView, frame_table, print_pipeline_result
+from kit.cli.tables import frame_table
 from kit.console import console
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def run_demo_command(
     import optuna
 
     from kit.demo import DemoSettings, demo_competition, run_demo
+    from kit.pipeline import pipeline_stages
 
     settings = DemoSettings()
     changes = {k: v for k, v in sizes.items() if v is not None}
@@ -60,7 +62,9 @@ def run_demo_command(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = demo_competition(settings.input_size).metric
     with progress_view(
-        lambda: PipelineView(settings.budget), budget=settings.budget, metric=metric
+        lambda: PipelineView(settings.budget, pipeline_stages(fixed_epochs=True)),
+        budget=settings.budget,
+        metric=metric,
     ) as view:
         result = run_demo(settings, on_event=view)
     print_demo(result, wide=wide)

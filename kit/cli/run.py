@@ -5,6 +5,7 @@ Without a competition it runs `kit demo`: the embedded synthetic-faces competiti
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -12,8 +13,8 @@ import typer
 from kit.cli.app import app, comma_list
 from kit.cli.demo import run_demo_command
 from kit.cli.output import WideOption
+from kit.cli.pipeline_view import PipelineView, print_pipeline_result
 from kit.cli.plain import progress_view
-from kit.cli.tables import PipelineView, print_pipeline_result
 from kit.competition import load_competition
 from kit.console import err_console
 from kit.errors import KitError
@@ -66,7 +67,7 @@ def run_command(
     """Fetch, folds, tune, stack and submit within a time budget (dry run unless --upload)."""
     import optuna
 
-    from kit.pipeline import parse_budget, run_pipeline
+    from kit.pipeline import parse_budget, pipeline_stages, run_pipeline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view says it
     if competition is None:
@@ -82,7 +83,9 @@ def run_command(
             "to upload to; the submission is written and kept",
             soft_wrap=True,
         )
-    with progress_view(lambda: PipelineView(seconds), budget=seconds, metric=comp.metric) as view:
+    stages = pipeline_stages(fixed_epochs=epochs is not None)
+    live_view = partial(PipelineView, seconds, stages)
+    with progress_view(live_view, budget=seconds, metric=comp.metric) as view:
         result = run_pipeline(
             comp,
             seconds,

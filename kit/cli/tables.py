@@ -1,5 +1,5 @@
-"""Rich renderings that several commands print: frames, stack and submission results, and the
-pipeline's live view (`kit run`, `kit demo`).
+"""Rich renderings that several commands print: frames, stack tables and summaries, and the
+submission summary (the plan: kit.cli.plan_view; `kit run`'s live view: kit.cli.pipeline_view).
 
 Light on purpose: no command registers here and nothing heavy loads at import time (the help
 must start fast); a result's own library module is loaded already when it is rendered.
@@ -8,34 +8,21 @@ must start fast); a result's own library module is loaded already when it is ren
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
-from kit.cli.bars import StepBars
 from kit.cli.labels import keypoint_labels, legend, model_labels
 from kit.cli.output import (
-    clipped,
     compact,
-    fit_free_text,
-    fit_width,
     natural_width,
-    print_tables,
     records,
 )
-from kit.console import console, err_console
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from kit.pipeline import PipelineResult
-    from kit.planning import Plan
-    from kit.progress import Event
     from kit.stack import StackResult
     from kit.submit import SubmissionResult
 
@@ -254,149 +241,3 @@ def submission_summary(result: SubmissionResult) -> str:
     else:
         lines.append("[yellow]dry run: not uploaded[/] (kit submit without --dry-run uploads)")
     return "\n".join(lines)
-
-
-def plan_table(plan: Plan, outcome: list[dict] | None = None, width: int | None = None) -> Table:
-    """The planner's runs (model, epochs, estimated seconds, config), and with `outcome` what
-    each actually took and scored. The free text (config, note) comes last, on one line each,
-    cut to fit `width` (the note first): plan.json has the configs, the notes follow the table."""
-    title = (
-        f"Plan: {len(plan.runs)} runs on {plan.folds} folds, about "
-        f"{plan.estimated_seconds:.0f} s and {plan.stack_seconds:.0f} s to stack them, "
-        f"of {plan.seconds:.0f} s"
-    )
-    table = compact(Table(title=title))
-    table.add_column("model", no_wrap=True)
-    numbers = ("epochs", "seed", "est. s", *(("actual s", "CV") if outcome is not None else ()))
-    for name in numbers:
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("config")
-    if outcome is not None:
-        table.add_column("note")
-    rows = outcome if outcome is not None else [r.describe() for r in plan.runs]
-    if outcome is None and plan.search is not None:
-        rows.append(_search_row(plan))
-    for row in rows:
-        config = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
-        cells: list[str | Text] = [row["name"], str(row["epochs"]), str(row["seed"])]
-        cells.append(f"{row['estimated_seconds']:.0f}")
-        if outcome is not None:
-            cv = "-" if row["cv"] is None else f"{row['cv']:.4f}"
-            cells += [f"{row['actual_seconds']:.0f}", cv]
-        cells.append(clipped(config))
-        if outcome is not None:
-            cells.append(clipped(row["note"]))
-        table.add_row(*cells)
-    if plan.skipped:
-        table.caption = "not planned: " + "; ".join(f"{n} ({why})" for n, why in plan.skipped)
-    return fit_free_text(table, width, ("note", "config"))
-
-
-def _search_row(plan: Plan) -> dict:
-    """The plan's search as a table row: its trials on fold 0, then the winner on all folds."""
-    assert plan.search is not None
-    search = plan.search
-    return {
-        "name": f"{search.base}-search",
-        "overrides": {"trials": f"{search.trials} on fold 0, the winner on {search.folds} folds"},
-        "epochs": search.epochs,
-        "seed": 0,
-        "estimated_seconds": search.seconds,
-    }
-
-
-class PipelineView:
-    """One live table across the stages: state, time, and what the running stage is doing;
-    under it a bar per long step under way (a fold's epochs, a fetch step: kit.cli.bars)."""
-
-    def __init__(self, budget: float):
-        from kit.pipeline import STAGES
-
-        self.stages = STAGES
-        self.budget = budget
-        self.started = time.monotonic()
-        self.state = dict.fromkeys(STAGES, "waiting")
-        self.detail = dict.fromkeys(STAGES, "")
-        self.begun: dict[str, float] = {}
-        self.took: dict[str, float] = {}
-        self.bars = StepBars()
-        self.live = Live(self.render(), console=err_console, refresh_per_second=4, transient=False)
-
-    def __enter__(self) -> PipelineView:
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bars.clear()
-        self.live.update(self.render())
-        self.live.__exit__(*exc)
-        if not err_console.is_terminal:  # a captured Live leaves its last line open
-            err_console.print()
-
-    def render(self) -> Group:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for name, justify in (("stage", "left"), ("state", "left"), ("s", "right")):
-            table.add_column(name, justify=justify)
-        table.add_column("now", overflow="ellipsis", no_wrap=True, max_width=70)
-        styles = {"waiting": "dim", "running": "yellow", "done": "green", "skipped": "dim"}
-        for stage in self.stages:
-            state = self.state[stage]
-            seconds = self.took.get(stage)
-            if seconds is None and stage in self.begun:
-                seconds = time.monotonic() - self.begun[stage]
-            table.add_row(
-                stage,
-                f"[{styles[state]}]{state}[/]",
-                "" if seconds is None else f"{seconds:.0f}",
-                Text(self.detail[stage], style="dim"),
-            )
-        elapsed = time.monotonic() - self.started
-        head = Text(f"kit run: {elapsed:.0f} s of a {self.budget:.0f} s budget", style="bold")
-        return Group(head, table, self.bars) if self.bars else Group(head, table)
-
-    def __call__(self, event: Event) -> None:
-        stage = event.stage
-        self.bars(event)
-        if stage not in self.state:  # a stage's inner work ("train" inside "tune"): its bars
-            self.live.update(self.render())
-            return
-        if event.what == "start":
-            self.state[stage], self.begun[stage] = "running", time.monotonic()
-        elif event.what == "done":
-            self.state[stage] = "done"
-            self.took[stage] = time.monotonic() - self.begun.get(stage, time.monotonic())
-        elif event.text:
-            self.detail[stage] = event.text
-        if stage == "plan" and event.what == "planned":
-            self.live.console.print(plan_table(event.detail, width=self.live.console.width))
-        self.live.update(self.render())
-
-
-def print_pipeline_result(result: PipelineResult, wide: bool = False) -> None:
-    """The plan and stack tables (fitted to the terminal, or whole with `wide`), the stack and
-    submission summaries, notes, and the time per stage."""
-    width = fit_width(wide)
-    tables = [stack_table(result.stack, width)]
-    if result.run_plan is not None:
-        tables.insert(0, plan_table(result.run_plan, result.plan_outcome, width))
-    print_tables(*tables, wide=wide)
-    console.print(stack_summary(result.stack))
-    console.print(submission_summary(result.submission))
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items())
-    console.print(
-        f"pipeline: {result.seconds:.0f} s of a {result.plan.budget:.0f} s budget ({stages}); "
-        + _what_trained(result)
-    )
-
-
-def _what_trained(result: PipelineResult) -> str:
-    """The planner's runs, or (kit run --epochs) the searched families."""
-    if result.run_plan is not None:
-        trained = sum(1 for row in result.plan_outcome if row["run_id"])
-        return f"{trained} planned models trained on {result.run_plan.folds} folds (plan.json)"
-    return (
-        f"families {', '.join(result.plan.families)}, "
-        f"{result.plan.epochs or 'search-space'} epochs per trial"
-    )

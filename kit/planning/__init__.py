@@ -2,6 +2,10 @@
 their costs measured on this device (`calibrate.measure`), and the runs that fit a budget
 (`plan_runs`, a plain algorithm on those costs).
 
+Modules: budget (how a `kit run` budget splits; every deadline), planner (the plan), calibrate,
+portfolio, stage (train a plan through the fold queue), search (the plan's search), outcome
+(`RunOutcome`: what became of each planned run), fixed_epochs (the older `--epochs` rule).
+
 The algorithm and the portfolio load without torch; `measure` needs it.
 """
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kit.planning.portfolio import PortfolioEntry
+from kit.training.spec import RunSpec
 
 MIN_MODELS = 3  # a stack needs several diverse base models
 FOLD_CHOICES = (5, 3)
@@ -83,6 +84,10 @@ class PlannedRun:
     def max_epochs(self) -> int:
         return self.candidate.entry.max_epochs if self.candidate else self.epochs
 
+    def spec(self) -> RunSpec:
+        """The run to train (its seed as a setting, as `kit train --set seed=N` gives it)."""
+        return RunSpec(self.family, {**self.overrides, "seed": self.seed}, epochs=self.epochs)
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -111,6 +116,11 @@ class PlannedSearch:
     @property
     def seconds(self) -> float:
         return self.trials * self.trial_seconds + self.final_seconds
+
+    @property
+    def name(self) -> str:
+        """Its outcome row's name until a winner names it (kit.planning.search)."""
+        return f"{self.base}-search"
 
     def describe(self) -> dict:
         return {

@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from optuna.trial import FrozenTrial
 
 from kit.competition import Competition
 from kit.errors import KitError
+from kit.planning.outcome import RunOutcome
 from kit.planning.planner import SAFETY, Plan, PlannedRun, PlannedSearch
-from kit.planning.stage import outcome_row, train_plan
+from kit.planning.stage import train_plan
 from kit.progress import Event, OnEvent
 from kit.store import RunResult
 from kit.training.parallel import FoldPool
@@ -32,25 +32,25 @@ def search_after_plan(
     comp: Competition,
     plan: Plan,
     runs: list[RunResult],
-    outcome: list[dict[str, Any]],
+    outcome: list[RunOutcome],
     deadline: float,
     *,
     device: str | None,
     on_event: OnEvent,
     pool: FoldPool | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[list[RunResult], list[dict[str, Any]]]:
+) -> tuple[list[RunResult], list[RunOutcome]]:
     """Run `plan.search` before `deadline` (the students' time already taken out) from the
     trained `runs` and their `outcome` rows: the winner's run (none when the base run stayed
     best or time ran out) and one outcome row."""
     search = plan.search
     assert search is not None
-    base = next((r for r in outcome if r["name"] == search.base and r["run_id"]), None)
-    base_run = next((r for r in runs if base and r.run_id == base["run_id"]), None)
+    base = next((r for r in outcome if r.name == search.base and r.run_id), None)
+    base_run = next((r for r in runs if base and r.run_id == base.run_id), None)
     if base is None or base_run is None:
         return [], [_search_row(search, None, 0.0, f"skipped: {search.base} was not trained")]
     started = clock()
-    epochs = int(base["epochs"])
+    epochs = int(base.epochs)
     timeout = deadline - started - search.final_seconds
     if timeout < search.trial_seconds:
         note = f"skipped: {deadline - started:.0f} s were left"
@@ -65,14 +65,14 @@ def search_after_plan(
         note = f"{len(trials)} trials; {search.base} stayed best (fold 0 {base_score:.4f})"
         return [], [_search_row(search, None, clock() - started, note)]
     final = _final_run(search, winner, epochs, pool)
-    on_event(Event("tune", "run", 0, 1, f"{final.name}: the search's winner on all folds"))
+    on_event(Event("train", "run", 0, 1, f"{final.name}: the search's winner on all folds"))
     one = Plan(folds=search.folds, seconds=final.seconds, runs=(final,))
     found, rows = train_plan(
         comp, one, deadline, device=device, on_event=on_event, clock=clock, pool=pool
     )
     note = f"{len(trials)} trials; best fold 0 {winner.value:.4f} (trial {winner.number}), "
     note += f"{search.base}'s {base_score:.4f}"
-    note += f"; {rows[0]['note']}" if rows[0]["note"] else ""
+    note += f"; {rows[0].note}" if rows[0].note else ""
     return found, [_search_row(search, found[0] if found else None, clock() - started, note, final)]
 
 
@@ -133,12 +133,12 @@ def _search_row(
     seconds: float,
     note: str,
     final: PlannedRun | None = None,
-) -> dict[str, Any]:
+) -> RunOutcome:
     """The search's outcome row: the planned search, named after its winner when it had one."""
-    name = final.name if final else f"{search.base}-search"
+    name = final.name if final else search.name
     overrides = final.overrides if final else {}
     planned = PlannedRun(name, search.family, overrides, search.epochs, 0, search.seconds)
-    return outcome_row(planned, run, seconds, note)
+    return RunOutcome.of(planned, run, seconds, note)
 
 
 __all__ = ["search_after_plan"]

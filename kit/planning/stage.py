@@ -11,10 +11,8 @@ a run's last fold while the next run could start.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,13 +20,15 @@ from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import KitError
 from kit.planning.calibrate import StackCost, measure, measure_stack
+from kit.planning.outcome import RunOutcome
 from kit.planning.planner import FOLD_CHOICES, Candidate, Plan, PlannedRun, plan_runs
 from kit.planning.portfolio import PortfolioEntry, load_portfolio
 from kit.progress import Event, OnEvent
 from kit.store import RunResult
 from kit.training.device import DeviceData, configure_cpu_threads, resolve_device
-from kit.training.parallel import FoldPool, RunSpec
-from kit.training.runs import OpenRun, finish_run, open_run, train_run
+from kit.training.parallel import FoldPool
+from kit.training.queue import FoldExecutor, FoldQueue, InProcessExecutor, QueuedRun
+from kit.training.runs import open_run
 from kit.workspace import write_json
 
 
@@ -125,18 +125,6 @@ def _measure_in_workers(
 # ---------------------------------------------------------------- training the plan
 
 
-@dataclass
-class _Started:
-    """A planned run whose folds are queued or training."""
-
-    planned: PlannedRun
-    run: OpenRun
-    started: float
-    queued: list[int]
-    running: dict[Future, int] = field(default_factory=dict)
-    trained: list[int] = field(default_factory=list)
-
-
 def train_plan(
     comp: Competition,
     plan: Plan,
@@ -146,15 +134,15 @@ def train_plan(
     on_event: OnEvent,
     clock: Callable[[], float] = time.monotonic,
     pool: FoldPool | None = None,
-) -> tuple[list[RunResult], list[dict[str, Any]]]:
+) -> tuple[list[RunResult], list[RunOutcome]]:
     """Train the planned runs in order; a run whose estimate no longer fits before `deadline`
     is skipped (and said so), and time that earlier runs saved widens the next run's epochs.
     Students are left for `train_students` (their time is kept for them), the search for
     `kit.planning.search` (seeds keep its time). Returns the runs and
     one outcome row per planned run that is not a student."""
     if pool is None or pool.workers < 2:
-        return _train_in_order(comp, plan, deadline, device, on_event, clock)
-    return _train_in_pool(comp, plan, deadline, on_event, clock, pool)
+        return _train_planned(comp, plan, deadline, device, on_event, clock, InProcessExecutor())
+    return _train_planned(comp, plan, deadline, "cpu", on_event, clock, pool)
 
 
 PSEUDO_WEIGHT = 0.5  # the pseudo labels' loss weight (benchmarks/pseudo_labels.py)
@@ -170,7 +158,7 @@ def train_students(
     on_event: OnEvent,
     clock: Callable[[], float] = time.monotonic,
     pool: FoldPool | None = None,
-) -> tuple[list[RunResult], list[dict[str, Any]]]:
+) -> tuple[list[RunResult], list[RunOutcome]]:
     """Train the plan's students on the pseudo-label set `pseudo_id`, as `train_plan` does."""
     students = tuple(
         replace(
@@ -216,155 +204,66 @@ def _held(plan: Plan, planned: PlannedRun) -> float:
     return plan.search_seconds if planned.seed > 0 else 0.0
 
 
-def _train_in_order(comp, plan, deadline, device, on_event, clock):
+def _planned_runs(
+    comp: Competition,
+    plan: Plan,
+    deadline: float,
+    queue: FoldQueue,
+    notes: dict[str, str],
+    *,
+    device: str | None,
+    on_event: OnEvent,
+) -> Iterator[QueuedRun]:
+    """The plan's runs that are not students, each fitted to the time left when the queue is
+    ready for it (the seconds owed to runs in flight taken out); a skipped run's note goes to
+    `notes`."""
+    todo = [r for r in plan.runs if not r.student]
+    reserved = [r for r in plan.runs if r.student]  # students: their time is kept for them
+    while todo:
+        planned = todo.pop(0)
+        now = queue.clock()
+        left = deadline - now - queue.owed_seconds() - _held(plan, planned)
+        fitted, notes[planned.name] = _fit_to_time(planned, todo + reserved, left)
+        if fitted is None:
+            continue
+        i = plan.runs.index(planned)
+        text = f"{fitted.name}: {fitted.epochs} epochs ({i + 1}/{len(plan.runs)})"
+        on_event(Event("train", "run", i, len(plan.runs), text, fitted))
+        run = open_run(comp, fitted.spec(), device=device, on_event=on_event)
+        yield QueuedRun((planned.name, fitted), run, fitted.seconds / max(1, fitted.folds), now)
+
+
+def _train_planned(comp, plan, deadline, device, on_event, clock, executor: FoldExecutor):
+    queue = FoldQueue(executor, clock=clock)
+    notes: dict[str, str] = {}
+    source = _planned_runs(comp, plan, deadline, queue, notes, device=device, on_event=on_event)
+    results = {f.label[0]: f for f in queue.train(source)}
     runs, outcome = [], []
-    for i, planned in enumerate(plan.runs):
+    for planned in plan.runs:
         if planned.student:
             continue
-        started_at = clock()
-        later = [r for j, r in enumerate(plan.runs) if j > i or r.student]  # students wait
-        planned, note = _fit_to_time(planned, later, deadline - started_at - _held(plan, planned))
-        if planned is None:
-            outcome.append(outcome_row(plan.runs[i], None, 0.0, note))
-            continue
-        text = f"{planned.name}: {planned.epochs} epochs ({i + 1}/{len(plan.runs)})"
-        on_event(Event("tune", "run", i, len(plan.runs), text, planned))
-        overrides = {**planned.overrides, "seed": planned.seed}
-        result = train_run(
-            comp, planned.family, overrides, epochs=planned.epochs, device=device, on_event=on_event
-        )
-        runs.append(result)
-        outcome.append(outcome_row(planned, result, clock() - started_at, note))
+        note = notes.get(planned.name, "")
+        if planned.name in results:
+            finished = results[planned.name]
+            runs.append(finished.result)
+            outcome.append(
+                RunOutcome.of(finished.label[1], finished.result, finished.seconds, note)
+            )
+        else:
+            outcome.append(RunOutcome.of(planned, None, 0.0, note or "not started"))
     return runs, outcome
 
 
-def _train_in_pool(comp, plan, deadline, on_event, clock, pool: FoldPool):
-    schedule = _PoolSchedule(comp, plan, deadline, on_event, clock, pool)
-    schedule.run()
-    return schedule.collect()
-
-
-@dataclass
-class _PoolSchedule:
-    """One queue of folds over all runs: a worker that frees up takes the next fold of a
-    started run, else the next run starts (checked against the deadline then)."""
-
-    comp: Competition
-    plan: Plan
-    deadline: float
-    on_event: OnEvent
-    clock: Callable[[], float]
-    pool: FoldPool
-    todo: list[PlannedRun] = field(default_factory=list)
-    active: list[_Started] = field(default_factory=list)
-    results: dict[str, tuple[PlannedRun, RunResult, float]] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-    reserved: list[PlannedRun] = field(default_factory=list)  # students: their time is kept
-
-    def run(self) -> None:
-        self.todo = [r for r in self.plan.runs if not r.student]
-        self.reserved = [r for r in self.plan.runs if r.student]
-        while True:
-            while self._running() < self.pool.workers and (self._queued() or self.todo):
-                if self._queued() or self._start_next():
-                    self._submit_next()
-            if not self.active:
-                return
-            self._collect_done(self.pool.wait_any([f for s in self.active for f in s.running]))
-
-    def _in_flight(self) -> float:
-        """The estimated seconds still owed to started runs (their unfinished folds' share of
-        the estimate; a running fold counts whole): the pool is not free for a new run yet."""
-        owed = 0.0
-        for started in self.active:
-            unfinished = len(started.queued) + len(started.running)
-            owed += started.planned.seconds * unfinished / max(1, started.planned.folds)
-        return owed
-
-    def _running(self) -> int:
-        return sum(len(s.running) for s in self.active)
-
-    def _queued(self) -> _Started | None:
-        return next((s for s in self.active if s.queued), None)
-
-    def _start_next(self) -> bool:
-        """Start the next planned run; False when it was skipped or found trained."""
-        planned = self.todo.pop(0)
-        now = self.clock()
-        later = self.todo + self.reserved
-        left = self.deadline - now - self._in_flight() - _held(self.plan, planned)
-        fitted, self.notes[planned.name] = _fit_to_time(planned, later, left)
-        if fitted is None:
-            return False
-        i = self.plan.runs.index(planned)
-        text = f"{fitted.name}: {fitted.epochs} epochs ({i + 1}/{len(self.plan.runs)})"
-        self.on_event(Event("tune", "run", i, len(self.plan.runs), text, fitted))
-        run = open_run(
-            self.comp, fitted.family, {**fitted.overrides, "seed": fitted.seed},
-            epochs=fitted.epochs, device="cpu", on_event=self.on_event,
-        )  # fmt: skip
-        if isinstance(run, RunResult):  # trained before
-            self.results[planned.name] = (fitted, run, self.clock() - now)
-            return False
-        self.active.append(_Started(fitted, run, now, list(run.todo)))
-        return True
-
-    def _submit_next(self) -> None:
-        started = self._queued()
-        if started is None:
-            return
-        fold, planned = started.queued.pop(0), started.planned
-        spec = RunSpec(planned.family, {**planned.overrides, "seed": planned.seed}, planned.epochs)
-        started.running[self.pool.submit(spec, fold)] = fold
-
-    def _collect_done(self, done: set[Future]) -> None:
-        for started in list(self.active):
-            for future in [f for f in started.running if f in done]:
-                future.result()  # a worker's error stops kit run here; finished folds are kept
-                started.trained.append(started.running.pop(future))
-            if not started.queued and not started.running:
-                self.active.remove(started)
-                result = finish_run(started.run, sorted(started.trained))
-                seconds = self.clock() - started.started
-                self.results[started.planned.name] = (started.planned, result, seconds)
-
-    def collect(self) -> tuple[list[RunResult], list[dict[str, Any]]]:
-        runs, outcome = [], []
-        for planned in self.plan.runs:
-            if planned.student:
-                continue
-            note = self.notes.get(planned.name, "")
-            if planned.name in self.results:
-                ran, result, seconds = self.results[planned.name]
-                runs.append(result)
-                outcome.append(outcome_row(ran, result, seconds, note))
-            else:
-                outcome.append(outcome_row(planned, None, 0.0, note or "not started"))
-        return runs, outcome
-
-
-def outcome_row(planned: PlannedRun, run: RunResult | None, seconds: float, note: str) -> dict:
-    """plan.json's record of what became of a planned run (None: not trained)."""
-    return {
-        **planned.describe(),
-        "actual_seconds": round(seconds, 1),
-        "run_id": run.run_id if run else None,
-        "cv": run.cv_score if run else None,
-        "note": note,
-    }
-
-
-def save_plan(comp: Competition, plan: Plan, outcome: list[dict], budget: float) -> None:
+def save_plan(comp: Competition, plan: Plan, outcome: list[RunOutcome], budget: float) -> None:
+    rows = [o.to_json() for o in outcome]
     write_json(
-        comp.workspace.root / "plan.json",
-        {"budget": budget, **plan.describe(), "outcome": outcome},
+        comp.workspace.root / "plan.json", {"budget": budget, **plan.describe(), "outcome": rows}
     )
 
 
 __all__ = [
     "StackCost",
     "make_plan",
-    "outcome_row",
     "save_plan",
     "student_factor",
     "train_plan",

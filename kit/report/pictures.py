@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from kit.data.arrays import KeypointData
 from kit.metrics import per_row_error
 from kit.report.records import PlanRecord, SubmissionRecord, TuningRecord
-from kit.store import done_folds
+from kit.store import RunFolder
 from kit.store.files import read_json, sha256_file
 from kit.store.predictions import SavedPredictions
 from kit.training.plots import plot_curves, plot_worst
@@ -49,9 +49,10 @@ def _drawn(draw, name: str) -> bytes:
 def run_curves(path: Path, metric: str) -> bytes | None:
     """A run folder's learning curves: its curves.png, else drawn from its fold records;
     None when it has neither."""
-    if (path / "curves.png").is_file():
-        return (path / "curves.png").read_bytes()
-    records = [read_json(path / f"fold-{fold}.done.json") for fold in done_folds(path)]
+    folder = RunFolder(path)
+    if folder.curves.is_file():
+        return folder.curves.read_bytes()
+    records = [read_json(folder.marker(fold)) for fold in folder.done_folds()]
     if not records or not all("submodels" in r for r in records):
         return None
     return _drawn(lambda out: plot_curves(records, out, metric=metric), "curves.png")

@@ -11,5 +11,9 @@ tensors), optim (optimisers and schedules as lookup tables), speed (channels_las
 compile), augment (batched augmentation), flip (left/right permutations), loop (the Trainer: one
 model on one fold), predict (batched prediction + flip TTA), targets (target sets, keypoint
 subsets, linear imputation), sources (one head per label source: row routing, widened labels),
-runs (content-addressed K-fold runs with resume), plots (learning curves, worst OOF sheet).
+spec (`RunSpec`: the one description of a run), runs (open, assemble and finish a
+content-addressed K-fold run with resume; `run_identity`), queue (the one fold queue, over an
+in-process or a `FoldPool` executor: parallel), fold (one fold's training -> `FoldRecord`),
+checkpoint (the .pt format, written and read here; a fold's predictions for new images), plots
+(learning curves, worst OOF sheet). What a run leaves behind is read back through kit.store.
 """

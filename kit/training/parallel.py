@@ -7,8 +7,9 @@ docs/benchmarks.md "Fold workers").
 
 Workers are spawned (never forked: torch's thread pools do not survive a fork), get the
 competition pickled, load the arrays from the work folder, and write each fold's files
-exactly as a sequential run does (`kit.training.runs.train_fold`); the parent assembles the run.
-Their progress events come back through a queue.
+exactly as a sequential run does: a submitted run names the module-level function that reopens
+it from its `RunSpec` in the worker (`TrainableRun.in_worker`), so this module knows no trainer.
+The parent assembles the run (kit.training.queue). Progress events come back through a queue.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import queue
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,21 +26,9 @@ import torch
 from kit.competition import Competition
 from kit.progress import Event, OnEvent, ignore
 from kit.training.device import THREADS_ENV, available_cpus
+from kit.training.queue import TrainableRun
 
 POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What `open_run` needs to rebuild a run in a worker (the same id as in the parent)."""
-
-    family: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    seed: int | None = None
-    target_set: str = "masked"
-    keypoints: str | None = None
-    folds: int | None = None
 
 
 def default_workers(device_type: str) -> int:
@@ -64,18 +52,8 @@ def _send(event: Event) -> None:
     _WORKER["events"].put(event)
 
 
-def _train_one(spec: RunSpec, fold: int) -> dict[str, Any]:
-    from kit.store import RunResult
-    from kit.training.runs import open_run, train_fold
-
-    run = open_run(
-        _WORKER["comp"], spec.family, spec.overrides, folds=spec.folds, epochs=spec.epochs,
-        target_set=spec.target_set, keypoints=spec.keypoints, device="cpu", seed=spec.seed,
-        on_event=_send,
-    )  # fmt: skip
-    if isinstance(run, RunResult):  # finished meanwhile (another process)
-        return {"fold": fold, "reused": True}
-    return train_fold(run, fold)
+def _call_with_events(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(_WORKER["comp"], *args, on_event=_send)
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -89,7 +67,7 @@ class FoldPool:
     """A pool of `workers` spawned processes with `threads` torch threads each.
 
     Use as a context manager; `submit` one fold, `wait_any` for the next to finish (forwarding
-    the workers' events to `on_event` meanwhile), or `train_folds` for a whole run."""
+    the workers' events to `on_event` meanwhile). It is a `FoldExecutor` of kit.training.queue."""
 
     def __init__(
         self,
@@ -122,9 +100,11 @@ class FoldPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.drain()
 
-    def submit(self, spec: RunSpec, fold: int) -> Future:
+    def submit(self, run: TrainableRun, fold: int) -> Future:
+        """Train `fold` of `run` in a worker (the queue's `FoldExecutor`)."""
         assert self._executor is not None, "use FoldPool as a context manager"
-        return self._executor.submit(_train_one, spec, fold)
+        fn, args = run.in_worker(fold)
+        return self._executor.submit(_call_with_events, fn, *args)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(comp, *args)`` in a worker (a module-level function: it is pickled)."""
@@ -153,12 +133,3 @@ class FoldPool:
         pending = set(futures)
         while pending:
             pending -= self.wait_any(pending)
-
-    def train_folds(self, spec: RunSpec, folds: list[int]) -> list[int]:
-        """Train `folds` of one run, `workers` at a time; the folds trained. A fold that fails
-        raises its error here after the others have finished (their work is kept)."""
-        futures = {self.submit(spec, fold): fold for fold in folds}
-        self.wait_all(futures)
-        for future in futures:
-            future.result()  # re-raise a worker's error (KitError pickles with its message)
-        return sorted(futures.values())

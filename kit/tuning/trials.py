@@ -10,7 +10,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,12 +20,11 @@ from kit.competition import Competition
 from kit.errors import KitError
 from kit.models import get_family
 from kit.progress import Event, OnEvent
-from kit.provenance import run_inputs
-from kit.store import RunResult, done_folds, make_run_id
-from kit.training.config import resolve_config
+from kit.store import RunResult
 from kit.training.loop import EpochReport
-from kit.training.runs import train_run
-from kit.training.targets import plan_targets
+from kit.training.queue import FoldQueue, InProcessExecutor
+from kit.training.runs import open_run, run_identity
+from kit.training.spec import RunSpec
 from kit.tuning.studies import FINISHED, PROGRESS_MARKS, best_value, count_trials, quiet_optuna
 from kit.tuning.table import key_params
 
@@ -173,18 +171,16 @@ class FoldZeroReporter:
             )
 
 
-def run_folder(comp: Competition, family: str, overrides: dict[str, Any]) -> Path:
-    """The content-addressed folder `train_run` uses for this config (masked targets)."""
-    config = resolve_config(family, overrides)
-    plan = plan_targets(comp, "masked", None)
-    return comp.workspace.runs / make_run_id(config.to_dict(), plan.describe(), run_inputs(comp))
+def trial_spec(family: str, overrides: dict[str, Any]) -> RunSpec:
+    """What a trial trains: fold 0 of the config (its epochs among the overrides)."""
+    return RunSpec(family, overrides, folds=1)
 
 
-def discard_unfinished_run(comp: Competition, family: str, overrides: dict[str, Any]) -> None:
+def discard_unfinished_run(comp: Competition, spec: RunSpec) -> None:
     """Remove the folder of a pruned or failed trial if no fold in it ever finished."""
-    path = run_folder(comp, family, overrides)
-    if path.is_dir() and not done_folds(path) and not (path / "manifest.json").exists():
-        shutil.rmtree(path, ignore_errors=True)
+    folder = run_identity(comp, spec).folder(comp)
+    if folder.path.is_dir() and not folder.done_folds() and not folder.manifest.exists():
+        shutil.rmtree(folder.path, ignore_errors=True)
 
 
 def worker_name() -> str:
@@ -213,18 +209,12 @@ def make_objective(
             TuneEvent("trial", family, trial.number, text=f"trial {trial.number} starts").event()
         )
         reporter = FoldZeroReporter(trial, family, on_event, deadline)
+        spec = trial_spec(family, overrides)
         try:
-            result = train_run(
-                comp,
-                family,
-                overrides,
-                folds=1,
-                device=device,
-                on_event=reporter,
-                pictures=False,
-            )
+            run = open_run(comp, spec, device=device, on_event=reporter, pictures=False)
+            result = FoldQueue(InProcessExecutor()).train_one(run)
         except BaseException as exc:  # pruned, failed or interrupted: fold 0 never finished
-            discard_unfinished_run(comp, family, overrides)
+            discard_unfinished_run(comp, spec)
             if isinstance(exc, KitError | ValueError):
                 trial.set_user_attr("error", str(exc))
             elif isinstance(exc, KeyboardInterrupt):
