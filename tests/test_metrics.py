@@ -9,7 +9,21 @@ import pytest
 
 from kit.competition import Competition
 from kit.data.arrays import KeypointData, identity_transforms
-from kit.metrics import evaluate, mae, nme, per_keypoint, per_row_error, primary, rmse
+from kit.errors import KitError
+from kit.metrics import (
+    MAE,
+    RMSE,
+    evaluate,
+    get_metric,
+    mae,
+    metric_for,
+    nme,
+    nme_per_face,
+    per_keypoint,
+    per_row_error,
+    primary,
+    rmse,
+)
 
 NAN = np.nan
 
@@ -100,3 +114,35 @@ def test_evaluate_on_a_keypoint_subset_and_rmse_competition(tmp_path: Path) -> N
         {"nose": np.sqrt(0.5)}
     )
     assert nose.per_group == {} and nose.nme is None  # no whole subset, no NME for rmse
+
+
+def test_metric_names_resolve_to_objects_that_carry_what_the_name_decided(
+    tmp_path: Path,
+) -> None:
+    assert get_metric("rmse") is RMSE and get_metric("mae") is MAE and get_metric(MAE) is MAE
+    assert metric_for(_ibug_like(tmp_path)) is MAE
+    assert (RMSE.space, RMSE.lightgbm, RMSE.scale_power, RMSE.nme) == ("input", "l2", 2, False)
+    assert (MAE.space, MAE.lightgbm, MAE.scale_power, MAE.nme) == ("original", "l1", 1, True)
+    assert not RMSE.greater_is_better and not MAE.greater_is_better
+    diff = np.array([-2.0, 1.0])
+    np.testing.assert_array_equal(RMSE.error(diff), [4.0, 1.0])
+    np.testing.assert_array_equal(MAE.error(diff), [2.0, 1.0])
+    np.testing.assert_array_equal(RMSE.scale_weight(np.array([3.0])), [9.0])
+    np.testing.assert_array_equal(MAE.scale_weight(np.array([3.0])), [3.0])
+
+
+def test_an_unknown_metric_is_a_one_line_error_naming_the_config_field(tmp_path: Path) -> None:
+    comp = Competition(**{**_ibug_like(tmp_path).__dict__, "metric": "mape"})
+    with pytest.raises(KitError, match=r"competition\.toml: metric = 'mape'.*rmse, mae") as exc:
+        metric_for(comp)
+    assert str(tmp_path) in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(KitError, match="`metric` field"):
+        primary(comp, np.zeros((1, 4, 2)), _data(np.zeros((1, 4, 2)), identity_transforms(1)))
+
+
+def test_nme_per_face_in_percent_or_as_a_fraction() -> None:
+    truth = np.array([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]]])
+    pred = truth + np.array([[[0.0, 0.0], [0.0, 0.0], [0.0, 3.0]]])
+    norm = np.array([10.0])
+    np.testing.assert_allclose(nme_per_face(pred, truth, norm), [10.0])
+    np.testing.assert_allclose(nme_per_face(pred, truth, norm, unit=1.0), [0.1])

@@ -39,6 +39,7 @@ from kit.data.crops import crop_edges, crop_square, luma, open_gray, square_crop
 from kit.data.id_predicted import check_id_predicted
 from kit.data.synthetic import render_face, sample_shapes
 from kit.errors import DataError, KitError
+from kit.metrics import eye_distance, nme_per_face
 from kit.workspace import write_bytes, write_text
 
 if TYPE_CHECKING:
@@ -268,14 +269,13 @@ def nme_indices(comp: Competition | None = None) -> tuple[int, int]:
 
 def nme_normaliser(points_original: np.ndarray, comp: Competition | None = None) -> np.ndarray:
     """(N,) outer-eye-corner distance of (N, 68, 2) points in original pixels."""
-    a, b = nme_indices(comp)
-    return np.linalg.norm(points_original[:, a] - points_original[:, b], axis=-1)
+    return eye_distance(points_original, nme_indices(comp))
 
 
 def nme(pred: np.ndarray, true: np.ndarray, comp: Competition | None = None) -> np.ndarray:
-    """(N,) per-face mean point-to-point error over the normaliser (both in original pixels)."""
-    errors = np.linalg.norm(pred - true, axis=-1)
-    return np.nanmean(errors, axis=1) / nme_normaliser(true, comp)
+    """(N,) per-face mean point-to-point error over the normaliser (both in original pixels),
+    as a fraction: kit.metrics' NME (the one kit train reports, in %) with unit 1."""
+    return nme_per_face(pred, true, nme_normaliser(true, comp), unit=1.0)
 
 
 # --- a synthetic example competition ----------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.metrics import Metric, get_metric
 from kit.stack.nested import MIN_META_ROWS, MetaLeakError, check_meta_rows, fold_rows
 from kit.stack.picking import BLEND, LIGHTGBM, RIDGE
 from kit.stack.ridge import fit_ridge
@@ -47,12 +48,12 @@ class CoordinateResult:
     train_rows: list[int] = field(default_factory=list)  # labelled training rows per fold
 
 
-def _lightgbm_params(settings: StackSettings, metric: str, rows: int) -> dict[str, Any]:
+def _lightgbm_params(settings: StackSettings, metric: Metric, rows: int) -> dict[str, Any]:
     loop = ("num_boost_round", "early_stopping_rounds")  # not LightGBM parameters here
     params = {k: v for k, v in settings.lightgbm.items() if k not in loop}
     params.update(
-        objective="l1" if metric == "mae" else "l2",
-        metric="l1" if metric == "mae" else "l2",
+        objective=metric.lightgbm,
+        metric=metric.lightgbm,
         num_threads=settings.threads,
         deterministic=True,
         force_col_wise=True,
@@ -72,9 +73,8 @@ def _dataset(design: np.ndarray, y: np.ndarray, anchor: np.ndarray, weight: np.n
     )
 
 
-def _anchor_loss(y: np.ndarray, anchor: np.ndarray, weight: np.ndarray, metric: str) -> float:
-    err = y - anchor
-    per = err**2 if metric == "rmse" else np.abs(err)
+def _anchor_loss(y: np.ndarray, anchor: np.ndarray, weight: np.ndarray, metric: Metric) -> float:
+    per = metric.error(y - anchor)
     return float(np.sum(weight * per) / np.sum(weight))
 
 
@@ -87,7 +87,7 @@ def choose_rounds(
     rows: np.ndarray,
     params: dict[str, Any],
     settings: StackSettings,
-    metric: str,
+    metric: Metric,
 ) -> int:
     """Boosting rounds for the meta-model trained on `rows`, by CV over their own folds
     (early stopping on each held-out inner fold, curves averaged); 0 when no round beats the
@@ -176,11 +176,13 @@ def stack_coordinate(
     x_test: np.ndarray,
     design_test: np.ndarray,
     *,
-    metric: str,
+    metric: Metric | str,
     settings: StackSettings,
 ) -> CoordinateResult:
     """Blend, ridge and LightGBM OOF (nested over `folds`) and test predictions of one
-    coordinate. x: (N, M) base predictions; y: (N,) truth, NaN = missing (not used)."""
+    coordinate. x: (N, M) base predictions; y: (N,) truth, NaN = missing (not used); `metric`:
+    the competition's Metric or its name."""
+    metric = get_metric(metric)
     blend, blend_test = x.mean(axis=1), x_test.mean(axis=1)
     usable = np.isfinite(y)
     oof = {RIDGE: np.full(len(y), np.nan), LIGHTGBM: np.full(len(y), np.nan)}

@@ -12,7 +12,7 @@ import pandas as pd
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
-from kit.metrics import evaluate
+from kit.metrics import evaluate, metric_for
 from kit.progress import Event, OnEvent, ignore
 from kit.stack.bases import BaseModel
 from kit.stack.boosting import StackSettings, stack_coordinate
@@ -81,6 +81,7 @@ def stack_predictions(
     for b in bases:
         oof[b.name][:, list(b.keypoints)] = b.oof[:, list(b.keypoints)]
         test[b.name][:, list(b.keypoints)] = b.test[:, list(b.keypoints)]
+    metric = metric_for(comp)
     weight = row_weight(comp, data)
     ridge_weights: dict[str, list[list[list[float]]]] = {}
     fallbacks: dict[str, int] = {}
@@ -100,7 +101,7 @@ def stack_predictions(
             folds,
             x_test,
             design_test,
-            metric=comp.metric,
+            metric=metric,
             settings=settings,
         )
 
@@ -127,11 +128,12 @@ def stack_predictions(
 
 def row_weight(comp: Competition, data: KeypointData) -> np.ndarray:
     """Per-row fit weight so that input-pixel errors count as metric-pixel errors do: the
-    crop's scale (original px per input px) for MAE, its square for RMSE (1 for FKD)."""
+    crop's scale (original px per input px) for MAE, its square for RMSE (1 for FKD); the
+    metric's `scale_weight`."""
     a = data.to_original[:, :, :2].astype(np.float64)
     scale = np.sqrt(np.abs(np.linalg.det(a)))
     scale = np.where(scale > 0, scale, 1.0)
-    return scale**2 if comp.metric == "rmse" else scale
+    return metric_for(comp).scale_weight(scale)
 
 
 def _check_bases(bases: list[BaseModel], n: int, m: int) -> None:

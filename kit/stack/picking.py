@@ -7,6 +7,7 @@ import pandas as pd
 
 from kit.competition import Competition
 from kit.data.arrays import KeypointData
+from kit.metrics import metric_for
 from kit.stack.bases import BaseModel
 
 BLEND, RIDGE, LIGHTGBM = "mean blend", "ridge stack", "lightgbm stack"
@@ -26,20 +27,18 @@ PICK_FROM = (RIDGE, LIGHTGBM)
 PICK_MARGIN = 0.005
 
 
-def _metric_space(comp: Competition, data: KeypointData, pred: np.ndarray) -> np.ndarray:
-    return data.to_original_coords(pred) if comp.metric == "mae" else pred
-
-
 def row_losses(
     comp: Competition, data: KeypointData, pred: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, K) summed loss (squared for rmse, absolute for mae) over each labelled keypoint's
-    coordinates in the metric's pixels, and (N, K) labelled-coordinate counts. A missing
-    prediction of a labelled coordinate is an infinite loss."""
-    truth = _metric_space(comp, data, data.keypoints.astype(np.float64))
-    diff = _metric_space(comp, data, pred) - truth
+    """(N, K) summed loss (the metric's per-coordinate error: squared for rmse, absolute for
+    mae) over each labelled keypoint's coordinates in the metric's pixels, and (N, K)
+    labelled-coordinate counts. A missing prediction of a labelled coordinate is an infinite
+    loss."""
+    metric = metric_for(comp)
+    truth = metric.in_space(data, data.keypoints.astype(np.float64))
+    diff = metric.in_space(data, pred) - truth
     labelled = np.isfinite(truth)
-    per = diff**2 if comp.metric == "rmse" else np.abs(diff)
+    per = metric.error(diff)
     per = np.where(labelled, np.where(np.isfinite(per), per, np.inf), 0.0)
     return per.sum(axis=2), labelled.sum(axis=2)
 
