@@ -351,7 +351,7 @@ def run_pipeline(
     best_n: int = 2,
     stack_features: frozenset[str] = frozenset(FEATURE_SETS),
     device: str | None = None,
-    eight_source: str | None = None,
+    subset_source: str | None = None,
     message: str = "",
     pseudo: bool = False,
 ) -> PipelineResult:
@@ -445,7 +445,7 @@ def run_pipeline(
         submission = make_submission(
             comp,
             None,
-            eight_source=eight_source,
+            subset_source=subset_source,
             message=message,
             dry_run=not upload,
             on_event=on_event,

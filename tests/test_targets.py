@@ -89,10 +89,14 @@ def test_a_competitions_own_target_sets(
     folder.mkdir()
     monkeypatch.setenv(PATH_ENV, str(tmp_path))
     toml = (fkd.root / "competition.toml").read_text().replace('"facial-keypoints"', '"odd"')
-    toml = toml.replace('"8-30" = { subset = "eight"', '"8-30" = { subset = "chin"')
-    (folder / "competition.toml").write_text(toml)
-    with pytest.raises(KitError, match=r"target_sets\.8-30's subset 'chin' is not in \[subsets"):
-        load_competition("odd")
+    for old, new, error in (
+        ('"8-30" = { subset = "eight"', '"8-30" = { subset = "chin"', r"target_sets\.8-30's"),
+        ('subset = "eight"\ntag = "8"', 'subset = "chin"\ntag = "8"', r"submit_split\.subset"),
+    ):
+        assert toml.count(old) == 1
+        (folder / "competition.toml").write_text(toml.replace(old, new))
+        with pytest.raises(KitError, match=error + r".* 'chin' is not in \[subsets"):
+            load_competition("odd")
 
 
 def test_impute_fills_a_linearly_related_keypoint_but_not_noise() -> None:

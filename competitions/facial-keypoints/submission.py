@@ -16,7 +16,6 @@ reader = sibling_module(__file__, "reader")
 IMAGE_ID, read_lookup = reader.IMAGE_ID, reader.read_lookup
 
 SUBMISSION_COLUMNS = ("RowId", "Location")
-SUBSET_FOR_SHORT_ROWS = "eight"  # the seeds' "8 + 30 combined" submission
 
 
 def write_submission(
@@ -30,18 +29,20 @@ def write_submission(
     """Fill IdLookupTable.csv from (M, K, 2) input-pixel `predictions` of the test rows and
     write ``RowId,Location`` to `path` (validated first, written atomically).
 
-    An image whose requested features all belong to the "eight" subset takes its values from
-    ``subset_predictions["eight"]`` when given (the seeds' "8 + 30 combined" submission); every
-    other image takes `predictions`. Locations are clipped to [0, input_size].
+    An image whose requested features all belong to the subset of competition.toml's
+    ``[submit_split]`` ("eight") takes its values from ``subset_predictions[that subset]`` when
+    given (the seeds' "8 + 30 combined" submission); every other image takes `predictions`.
+    Locations are clipped to [0, input_size].
     """
     lookup = read_lookup(raw_dir, comp, test_ids=test.ids)
     row = reader.lookup_rows(test, lookup)
     keypoint, axis = reader.feature_index(comp, lookup)
-    short = _short_images(comp, lookup) if subset_predictions else np.zeros(len(lookup), bool)
+    split = comp.submit_split.subset if subset_predictions and comp.submit_split else None
+    short = _short_images(comp, lookup, split) if split else np.zeros(len(lookup), bool)
     values = np.asarray(predictions, np.float64)[row, keypoint, axis]
     if short.any():
-        eight = np.asarray(subset_predictions[SUBSET_FOR_SHORT_ROWS], np.float64)
-        values = np.where(short, eight[row, keypoint, axis], values)
+        second = np.asarray(subset_predictions[split], np.float64)
+        values = np.where(short, second[row, keypoint, axis], values)
     missing = ~np.isfinite(values)
     if missing.any():
         at = int(np.argmax(missing))
@@ -63,9 +64,9 @@ def write_submission(
     }
 
 
-def _short_images(comp: Competition, lookup: pd.DataFrame) -> np.ndarray:
-    """(rows,) True where the row's image asks only for features of the "eight" subset."""
-    names = {comp.keypoint_names[k] for k in comp.subset_indices(SUBSET_FOR_SHORT_ROWS)}
+def _short_images(comp: Competition, lookup: pd.DataFrame, subset: str) -> np.ndarray:
+    """(rows,) True where the row's image asks only for features of `subset`."""
+    names = {comp.keypoint_names[k] for k in comp.subset_indices(subset)}
     in_subset = lookup["FeatureName"].str.rsplit("_", n=1).str[0].isin(names)
     return in_subset.groupby(lookup[IMAGE_ID]).transform("all").to_numpy(bool)
 
