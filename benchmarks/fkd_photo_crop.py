@@ -15,7 +15,7 @@ in box units, u = (x - box centre x) / box side (likewise v for y). Then a least
 one scale and two offsets maps the mean (u, v) of the keypoints whose iBUG and FKD markup agree
 (eye centres and corners, mouth corners, top lip; the fkd-proxy README measures the others as
 a few pixels apart) to FKD's mean keypoints (as the fkd-proxy README quotes them). Prints the
-fit (the constants of competitions/facial-keypoints/plugin.py) and every keypoint's residual.
+fit (the constants of competitions/facial-keypoints/photo.py) and every keypoint's residual.
 """
 
 from __future__ import annotations

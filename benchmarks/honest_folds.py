@@ -140,7 +140,7 @@ def run_grouping(
             t0 = time.perf_counter()
             run = train_run(comp, family, overrides, epochs=epochs, pictures=False)
             seconds = time.perf_counter() - t0
-            sub = make_submission(comp, run.path, eight_source="none", dry_run=True)
+            sub = make_submission(comp, run.path, subset_source="none", dry_run=True)
             public = public_score(SLUG, sub.path, f"{family} {group_by} {variant}")
             row = {
                 "folds": group_by,

@@ -128,16 +128,16 @@ def main() -> None:
         print("\n| pixel decoder, Image fields only (proxy) | best s | median s | MB/s |")
         print("| --- | ---: | ---: | ---: |")
         name = "training.csv"
-        default_block = plugin.BLOCK_ROWS
+        default_block = plugin.reader.BLOCK_ROWS
         for block in (8, 16, 64, 256, len(fields)):
-            plugin.BLOCK_ROWS = block
+            plugin.reader.BLOCK_ROWS = block
             best, median, got = timed(
                 lambda: plugin.decode_images(Path(name), fields, 96, str), args.repeats
             )
             assert np.array_equal(got.reshape(len(fields), -1), want)
             label = f"kit numpy digits, {block} rows per block"
             row(label, f"{best:.3f}", f"{median:.3f}", f"{size / 1e6 / best:,.0f}")
-        plugin.BLOCK_ROWS = default_block
+        plugin.reader.BLOCK_ROWS = default_block
         for label, decoder in (
             ("np.fromstring(sep=' ') per row", fromstring_per_row),
             ("pandas read_csv(sep=' ')", pandas_space_separated),

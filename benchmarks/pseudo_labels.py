@@ -90,7 +90,7 @@ def public_of(comp: Any, path: Path, message: str, sim: bool) -> float | None:
         return None
     from kit.submit import make_submission
 
-    sub = make_submission(comp, path, eight_source="none", dry_run=True)
+    sub = make_submission(comp, path, subset_source="none", dry_run=True)
     return public_score(comp.kaggle_slug, sub.path, message)
 
 

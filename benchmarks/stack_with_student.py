@@ -47,7 +47,7 @@ def main() -> None:
     sim = start_simulator(args.port, root / "sim")
     try:
         for name, result in stacks.items():
-            sub = make_submission(comp, result.path, eight_source="none", dry_run=True)
+            sub = make_submission(comp, result.path, subset_source="none", dry_run=True)
             public = public_score(comp.kaggle_slug, sub.path, name)
             row = {"stack": name, "id": result.stack_id, "cv": result.cv_score, "public": public}
             print(json.dumps(row), flush=True)

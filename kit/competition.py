@@ -1,7 +1,8 @@
 """Competitions are plug-ins: ``competitions/<name>/competition.toml`` plus a small module.
 
 The TOML file holds the declarative facts (slug, keypoints, flip pairs, input size, metric,
-subsets, the subsets submitted alone, label sources, reader options); the module named by
+subsets, the subsets submitted alone, the subset whose submission rows may come from a second
+source, target sets of its own, label sources, reader options); the module named by
 ``module`` holds the format code, declared by `CompetitionPlugin` (what fetch and submit call),
 `ExamplePlugin` (what `kit demo` calls on the competition it draws), `SourcesPlugin` (what
 ``--target-set sources`` calls on a competition that declares ``[sources]``) and `PhotoPlugin`
@@ -147,6 +148,27 @@ def available() -> list[str]:
 
 
 @dataclass(frozen=True)
+class SubmitSplit:
+    """competition.toml's ``[submit_split]``: the submission rows of an image that asks only for
+    `subset`'s keypoints may come from a second run or stack (`kit submit --subset-from`);
+    `tag` marks such a file's name (``<source>+<tag>-<second source>.csv``)."""
+
+    subset: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class SubsetTargetSet:
+    """A target set of competition.toml's ``[target_sets]``: sub-model `subset_model` on the
+    rows that have all of `subset`'s keypoints, `full_model` on complete rows; the merged
+    prediction takes the subset's keypoints from the first and the rest from the second."""
+
+    subset: str
+    subset_model: str
+    full_model: str
+
+
+@dataclass(frozen=True)
 class Competition:
     name: str
     root: Path
@@ -162,6 +184,11 @@ class Competition:
     # Subsets whose predictions may be submitted alone (a class competition's part 1); the
     # plug-in's write_submission gets NaN for every other keypoint and writes their own file.
     submit_subsets: tuple[str, ...] = ()
+    # The subset whose images' submission rows may come from a second source (kit.submit);
+    # None: every row comes from one source.
+    submit_split: SubmitSplit | None = None
+    # Target sets of its own, beside kit's (kit.training.targets): name -> the pair of models.
+    target_sets: dict[str, SubsetTargetSet] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     module_file: str = "plugin.py"
     demo: bool = False  # its plug-in draws example data (ExamplePlugin): `kit demo` may use it
@@ -196,7 +223,7 @@ class Competition:
         return load_module(self.root / self.module_file, f"kit_competition_{self.name}")
 
     def subset_indices(self, subset: str) -> list[int]:
-        """Indices of a named keypoint subset (e.g. "eight"), or of an explicit comma list."""
+        """Indices of a named keypoint subset (e.g. "nose"), or of an explicit comma list."""
         names = self.subsets.get(subset) or tuple(s.strip() for s in subset.split(","))
         unknown = [n for n in names if n not in self.keypoint_names]
         if unknown:
@@ -230,6 +257,7 @@ def _parse_config(path: Path) -> Competition:
         names = tuple(cfg["keypoints"])
         index = {n: i for i, n in enumerate(names)}
         pairs = tuple((index[a], index[b]) for a, b in cfg.get("flip_pairs", []))
+        subsets = {k: tuple(v) for k, v in cfg.get("subsets", {}).items()}
         return Competition(
             name=cfg["name"],
             root=path.parent,
@@ -238,9 +266,14 @@ def _parse_config(path: Path) -> Competition:
             flip_pairs=pairs,
             input_size=int(cfg["input_size"]),
             metric=cfg["metric"],
-            subsets={k: tuple(v) for k, v in cfg.get("subsets", {}).items()},
+            subsets=subsets,
             sources={k: _keypoint_spec(v) for k, v in cfg.get("sources", {}).items()},
             submit_subsets=tuple(cfg.get("submit_subsets", ())),
+            submit_split=_submit_split(cfg.get("submit_split"), subsets, path),
+            target_sets={
+                name: _target_set(name, spec, subsets, path)
+                for name, spec in cfg.get("target_sets", {}).items()
+            },
             options=cfg.get("options", {}),
             module_file=cfg.get("module", "plugin.py"),
             demo=bool(cfg.get("demo", False)),
@@ -260,6 +293,44 @@ def _kaggle_slug(value: Any, path: Path) -> str:
             hint="leave it out for a competition without a Kaggle page",
         )
     return value.strip()
+
+
+def _submit_split(
+    value: Any, subsets: dict[str, tuple[str, ...]], path: Path
+) -> SubmitSplit | None:
+    """``[submit_split]``: subset (one of [subsets]) and tag (default: the subset's name)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("subset"), str):
+        raise KitError("submit_split needs subset = NAME (one of [subsets])", path=path)
+    subset = value["subset"]
+    _check_subset(f"submit_split.subset {subset!r}", subset, subsets, path)
+    return SubmitSplit(subset, str(value.get("tag", subset)))
+
+
+def _target_set(
+    name: str, value: Any, subsets: dict[str, tuple[str, ...]], path: Path
+) -> SubsetTargetSet:
+    """A ``[target_sets]`` entry: { subset = NAME, models = [SUBSET_MODEL, FULL_MODEL] }."""
+    spec = value if isinstance(value, dict) else {}
+    subset, models = spec.get("subset"), spec.get("models")
+    named = isinstance(models, list) and all(isinstance(m, str) for m in models)
+    if not (isinstance(subset, str) and named and len(set(models)) == len(models) == 2):
+        raise KitError(
+            f"target_sets.{name} needs subset = NAME and models = [two different names]",
+            path=path,
+        )
+    _check_subset(f"target_sets.{name}'s subset {subset!r}", subset, subsets, path)
+    return SubsetTargetSet(subset, models[0], models[1])
+
+
+def _check_subset(what: str, subset: str, subsets: dict[str, tuple[str, ...]], path: Path) -> None:
+    if subset not in subsets:
+        raise KitError(
+            f"{what} is not in [subsets]",
+            path=path,
+            hint=f"subsets: {', '.join(subsets) or 'none'}",
+        )
 
 
 def _keypoint_spec(value: str | list[str]) -> str:

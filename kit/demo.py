@@ -5,8 +5,8 @@ says ``demo = true`` (facial-keypoints), under the name "demo" (its own work fol
 ``work/demo/``, so real work is untouched), and its files are written in that competition's
 exact formats by the plug-in's ``write_example`` (for FKD: drawn faces
 with known keypoints, varied pose and lighting, and FKD's 8/30 missing-keypoint pattern, plus
-an IdLookupTable.csv that asks all 30 values of a third of the test images and only the
-"eight" subset's 8 of the others). Because kit drew the test faces, it keeps their answers
+an IdLookupTable.csv that asks all 30 values of a third of the test images and only 8 (four
+keypoints) of the others). Because kit drew the test faces, it keeps their answers
 (``work/demo/answers.csv``) and scores its own submission locally, as Kaggle would.
 """
 

@@ -141,7 +141,7 @@ def run_pipeline(
     best_n: int = 2,
     stack_features: frozenset[str] = frozenset(FEATURE_SETS),
     device: str | None = None,
-    eight_source: str | None = None,
+    subset_source: str | None = None,
     message: str = "",
     pseudo: bool = False,
 ) -> PipelineResult:
@@ -207,7 +207,7 @@ def run_pipeline(
         )  # fmt: skip
     with _stage("submit", on_event, seconds):
         submission = make_submission(
-            comp, None, eight_source=eight_source, message=message, dry_run=not upload,
+            comp, None, subset_source=subset_source, message=message, dry_run=not upload,
             on_event=on_event,
         )  # fmt: skip
     return PipelineResult(

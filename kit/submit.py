@@ -10,10 +10,12 @@ A competition without a Kaggle page (no ``kaggle_slug``) never uploads: its mani
 in ``upload_skipped`` and the file is kept, as for a dry run.
 `kit track` reads the fields ``file``, ``cv_score`` and ``kaggle_ref``.
 
-The competition's plug-in writes and validates the file (``write_submission``). For
-facial-keypoints, images whose lookup rows ask only for the "eight" subset can take another
-source's predictions (`eight_source`): the seeds' "8 + 30 combined" submission. By default
-that is the source with the best CV on the eight keypoints, when it is not the main source.
+The competition's plug-in writes and validates the file (``write_submission``). A competition
+that declares a ``[submit_split]`` in competition.toml (facial-keypoints: the seeds' "8 + 30
+combined" submission) lets the images whose rows ask only for that subset's keypoints take
+another source's predictions (`subset_source`). By default that is the source with the best CV
+on the subset, when it is not the main source; the file's name then joins both ids with the
+split's tag (``<main>+<tag>-<second>``).
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ from kit.store.files import read_json, sha256_file
 from kit.store.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
 from kit.store.predictions import SavedPredictions
 
-EIGHT = "eight"
-NO_EIGHT = ("none", "same", "off")  # --eight-from values that turn the 8 + 30 split off
+NO_SUBSET_SOURCE = ("none", "same", "off")  # --subset-from values that turn the split off
 
 
 def submissions_dir(comp: Competition) -> Path:
@@ -82,7 +83,7 @@ class Source:
         return self.saved.cv_score
 
     def group_score(self, group: str) -> float | None:
-        """CV score on a named keypoint subset (e.g. "eight"), if it predicts all of it."""
+        """CV score on a named keypoint subset (e.g. "nose"), if it predicts all of it."""
         value = self.manifest.cv.get("per_group", {}).get(group)
         return None if value is None else float(value)
 
@@ -171,16 +172,18 @@ def default_source(comp: Competition) -> Source:
     return full[0]
 
 
-def default_eight_source(comp: Competition, main: Source) -> Source | None:
-    """The stack or complete run with the best CV on the "eight" keypoints, if it is not
-    `main` (None then, or when the competition has no "eight" subset)."""
-    if EIGHT not in comp.subsets:
+def default_subset_source(comp: Competition, main: Source) -> Source | None:
+    """The stack or complete run with the best CV on the keypoints of the competition's
+    split subset (`Competition.submit_split`), if it is not `main` (None then, or when the
+    competition declares no split)."""
+    if comp.submit_split is None:
         return None
-    eight = comp.subset_indices(EIGHT)
+    subset = comp.submit_split.subset
+    keypoints = comp.subset_indices(subset)
     scored = [
         (score, s)
         for s in list_sources(comp)
-        if s.complete and s.covers(eight) and (score := s.group_score(EIGHT)) is not None
+        if s.complete and s.covers(keypoints) and (score := s.group_score(subset)) is not None
     ]
     if not scored:
         return None
@@ -219,9 +222,10 @@ class SubmissionResult:
         return self.manifest.kaggle_ref
 
 
-def _file_stem(folder: Path, main: Source, eight: Source | None) -> str:
+def _file_stem(comp: Competition, folder: Path, main: Source, second: Source | None) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = main.id if eight is None else f"{main.id}+8-{eight.id}"
+    split = comp.submit_split
+    name = main.id if second is None or split is None else f"{main.id}+{split.tag}-{second.id}"
     name = re.sub(r"[^A-Za-z0-9._+-]+", "_", name)[:120]
     stem, n = f"{stamp}-{name}", 2
     while (folder / f"{stem}.csv").exists():  # two submissions in one second
@@ -229,26 +233,30 @@ def _file_stem(folder: Path, main: Source, eight: Source | None) -> str:
     return stem
 
 
-def _resolve_eight(comp: Competition, main: Source, eight_source: str | Path | None):
-    if eight_source is None:
-        return default_eight_source(comp, main)
-    if str(eight_source).strip().lower() in NO_EIGHT:
+def _resolve_subset_source(comp: Competition, main: Source, subset_source: str | Path | None):
+    if subset_source is None:
+        return default_subset_source(comp, main)
+    if str(subset_source).strip().lower() in NO_SUBSET_SOURCE:
         return None
-    if EIGHT not in comp.subsets:
-        raise KitError(f"--eight-from: {comp.name} has no subset named {EIGHT!r}")
-    eight = resolve_source(comp, eight_source)
-    if not eight.covers(comp.subset_indices(EIGHT)):
+    if comp.submit_split is None:
         raise KitError(
-            f"--eight-from {eight.id} does not predict every keypoint of the {EIGHT!r} subset"
+            f"--subset-from: {comp.name} declares no subset whose images may take a second source",
+            hint="a [submit_split] in its competition.toml declares one; leave --subset-from out",
         )
-    return None if eight.id == main.id else eight
+    subset = comp.submit_split.subset
+    second = resolve_source(comp, subset_source)
+    if not second.covers(comp.subset_indices(subset)):
+        raise KitError(
+            f"--subset-from {second.id} does not predict every keypoint of the {subset!r} subset"
+        )
+    return None if second.id == main.id else second
 
 
 def make_submission(
     comp: Competition,
     source: Path | str | None = None,
     *,
-    eight_source: Path | str | None = None,
+    subset_source: Path | str | None = None,
     message: str = "",
     dry_run: bool = True,
     on_event: OnEvent = ignore,
@@ -256,8 +264,9 @@ def make_submission(
     """Write the submission of `source` (default: the best-CV run or stack predicting every
     keypoint), its manifest, and upload it unless `dry_run`.
 
-    `eight_source`: None picks the best source on the "eight" keypoints for images that ask
-    only for those (facial-keypoints); "none" turns that off; else a run or stack id.
+    `subset_source`, for a competition with a ``[submit_split]``: the source of the images
+    that ask only for the split subset's keypoints. None picks the best source on them;
+    "none" turns the split off; else a run or stack id.
     """
     main = resolve_source(comp, source) if source is not None else default_source(comp)
     everything = list(range(comp.num_keypoints))
@@ -269,16 +278,18 @@ def make_submission(
             + (f" or exactly the subset {subsets}" if subsets else ""),
             hint="give --from a run or stack that predicts every keypoint",
         )
-    eight = _resolve_eight(comp, main, eight_source)
+    second = _resolve_subset_source(comp, main, subset_source)
     test = KeypointData.load(comp.workspace.test_npz)
-    for used in (main, eight):
+    for used in (main, second):
         if used is not None:
             _check_fresh(comp, used, test)
 
     folder = submissions_dir(comp)
-    stem = _file_stem(folder, main, eight)
+    stem = _file_stem(comp, folder, main, second)
     csv_path, manifest_path = folder / f"{stem}.csv", folder / f"{stem}.json"
-    subsets = {EIGHT: eight.full_test(comp.num_keypoints)} if eight is not None else None
+    subsets = None
+    if second is not None and comp.submit_split is not None:
+        subsets = {comp.submit_split.subset: second.full_test(comp.num_keypoints)}
     info = comp.plugin.write_submission(
         csv_path,
         comp,
@@ -287,8 +298,8 @@ def make_submission(
         main.full_test(comp.num_keypoints),
         subsets,
     )
-    message = message or _default_message(main, eight)
-    manifest = _manifest(comp, csv_path, main, eight, info, message, dry_run)
+    message = message or _default_message(comp, main, second)
+    manifest = _manifest(comp, csv_path, main, second, info, message, dry_run)
     manifest.write(manifest_path)
     result = SubmissionResult(csv_path, manifest_path, manifest)
     if not dry_run and comp.on_kaggle:
@@ -298,14 +309,20 @@ def make_submission(
     return result
 
 
-def _default_message(main: Source, eight: Source | None) -> str:
+def _default_message(comp: Competition, main: Source, second: Source | None) -> str:
     text = f"kit {main.kind} {main.id} (CV {main.cv_score:.4f})"
-    return text if eight is None else f"{text}; eight keypoints from {eight.id}"
+    if second is None or comp.submit_split is None:
+        return text
+    return f"{text}; {comp.submit_split.subset} keypoints from {second.id}"
 
 
-def _manifest(comp, csv_path, main: Source, eight: Source | None, info, message, dry_run):
-    used = [main] + ([eight] if eight is not None else [])
+def _manifest(comp, csv_path, main: Source, second: Source | None, info, message, dry_run):
+    used = [main] + ([second] if second is not None else [])
     runs = list(dict.fromkeys(run for s in used for run in s.run_ids))
+    subset = None if comp.submit_split is None else comp.submit_split.subset
+    cv = {"source": main.manifest.cv}
+    if subset is not None:
+        cv[subset] = None if second is None else second.group_score(subset)
     return SubmissionManifest(
         competition=comp.name,
         kaggle_slug=comp.kaggle_slug,
@@ -314,18 +331,16 @@ def _manifest(comp, csv_path, main: Source, eight: Source | None, info, message,
         csv_sha256=sha256_file(csv_path),
         cv_score=main.cv_score,
         metric=comp.metric,
-        cv={
-            "source": main.manifest.cv,
-            EIGHT: None if eight is None else eight.group_score(EIGHT),
-        },
+        cv=cv,
         source=main.describe(),
-        eight_source=None if eight is None else eight.describe(),
+        subset_source=None if second is None else second.describe(),
+        subset=subset,
         runs=runs,
         stack=main.id if main.kind == "stack" else None,
         stacks=[s.id for s in used if s.kind == "stack"],
         settings={
-            "eight_rule": "images whose lookup rows ask only for the eight subset take eight_source"
-            if eight is not None
+            "subset_rule": f"images whose rows ask only for the {subset} subset take subset_source"
+            if second is not None
             else "off",
             **info,
         },

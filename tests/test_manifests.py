@@ -66,3 +66,24 @@ def test_missing_fields_and_another_kind_are_named(tmp_path: Path) -> None:
     path.write_text("{broken")
     with pytest.raises(DataError, match=r"m\.json: cannot read the manifest"):
         RunManifest.load(path)
+
+
+def test_a_submission_manifest_that_named_its_second_source_after_the_subset_loads(
+    tmp_path: Path,
+) -> None:
+    """Before the 8 + 30 split was facial-keypoints' [submit_split], kit wrote the second
+    source as ``eight_source`` (null without one): read as subset_source, subset "eight"."""
+    second = {"kind": "run", "id": "lenet-2", "cv_score": 1.2}
+    for old_value, expected in ((second, second), (None, None)):
+        path = tmp_path / "old.json"
+        old = submission().to_json()
+        del old["subset_source"], old["subset"]
+        old["eight_source"] = old_value
+        old["cv"] = {"source": {"overall": 1.5}, "eight": 1.1 if old_value else None}
+        path.write_text(json.dumps(old))
+        loaded = SubmissionManifest.load(path)
+        assert loaded.subset_source == expected and loaded.subset == "eight"
+        assert loaded.cv["eight"] == (1.1 if old_value else None)
+    written = submission(subset_source=second, subset="eight")
+    written.write(path)
+    assert SubmissionManifest.load(path) == written

@@ -17,6 +17,7 @@ from kit.data.arrays import KeypointData
 from kit.store import done_folds, list_runs, load_run, make_run_id
 from kit.training.checkpoint import fold_predictions, load_fold_model
 from kit.training.device import device_images
+from kit.training.targets import plan_targets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_format_1"
 RUN_ID = "lenet-0e67ceaede6e"
@@ -40,6 +41,13 @@ def test_an_old_runs_id_is_recomputed_from_its_manifest(old_comp: Competition) -
     assert [r.run_id for r in list_runs(old_comp)] == [RUN_ID]
     assert done_folds(run.path) == [0]
     assert [s["name"] for s in m.plan["submodels"]] == ["eight", "full"]
+
+
+def test_the_8_30_plan_is_still_the_one_its_id_hashed(old_comp: Competition) -> None:
+    """facial-keypoints declares 8-30 in competition.toml; the plan it makes describes itself
+    exactly as the old run's manifest recorded it (plan.describe() is hashed into run ids)."""
+    m = load_run(old_comp, RUN_ID).manifest
+    assert plan_targets(old_comp, "8-30").describe() == m.plan
 
 
 def test_an_old_checkpoint_predicts_what_it_predicted(old_comp: Competition) -> None:

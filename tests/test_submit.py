@@ -3,6 +3,7 @@ kit track reads, and uploads against the fake Kaggle server (success and every f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fake_kaggle import FakeKaggle, kaggle_server_fixture  # noqa: F401  (the ka
 from test_stack import TINY_NAME, one_torch_thread, tiny_competition, tiny_run  # noqa: F401
 
 import kit.kaggle
+from kit.cli.tables import submission_summary
 from kit.competition import Competition, load_competition
 from kit.data.arrays import KeypointData
 from kit.errors import DataError, KaggleError, KitError
@@ -173,7 +175,7 @@ def test_dry_run_writes_a_validated_file_and_a_manifest_kit_track_reads(
     tiny: Competition, submissions: Path
 ) -> None:
     run = tiny_run(tiny)
-    result = make_submission(tiny, eight_source="none", message="first try")
+    result = make_submission(tiny, subset_source="none", message="first try")
     folder = submissions / TINY_NAME
     assert submissions_dir(tiny) == folder and result.path.parent == folder
     assert result.path.name.endswith(f"-{run.run_id}.csv")
@@ -201,7 +203,7 @@ def test_dry_run_writes_a_validated_file_and_a_manifest_kit_track_reads(
 def test_eight_only_images_take_the_eight_source(tiny: Competition) -> None:
     full = tiny_run(tiny)
     eight = tiny_run(tiny, keypoints="eight", overrides={"lr": 0.02})
-    result = make_submission(tiny, full.run_id, eight_source=eight.run_id[:9])
+    result = make_submission(tiny, full.run_id, subset_source=eight.run_id[:9])
     test = KeypointData.load(tiny.workspace.test_npz)
     eight_full = np.full((len(test), 15, 2), np.nan)
     eight_full[:, eight.keypoints] = eight.test
@@ -214,15 +216,28 @@ def test_eight_only_images_take_the_eight_source(tiny: Competition) -> None:
     # the eight source differs from the main one beyond the 1e-4 tolerance above
     assert np.abs(values[only_eight] - main_only[only_eight]).mean() > 1e-3
     manifest = result.manifest
-    assert manifest.eight_source["id"] == eight.run_id
+    assert manifest.subset_source["id"] == eight.run_id
     assert manifest.runs == [full.run_id, eight.run_id]
     assert manifest.settings["images_from_subset"] > 0
+    # the split is facial-keypoints' [submit_split]: its tag names the file, its subset the CV
+    assert result.path.name.endswith(f"-{full.run_id}+8-{eight.run_id}.csv")
+    assert manifest.subset == "eight"
+    assert manifest.cv["eight"] == eight.manifest.cv["per_group"]["eight"]
+    summary = submission_summary(result)
+    assert f"images that ask only for the eight keypoints from run {eight.run_id}" in summary
+    # a competition without a [submit_split] has no second source to take
+    unsplit = dataclasses.replace(tiny, submit_split=None)
+    with pytest.raises(KitError, match="declares no subset whose images may take a second"):
+        make_submission(unsplit, full.run_id, subset_source=eight.run_id)
+    alone = make_submission(unsplit, full.run_id)
+    assert alone.manifest.subset_source is None and alone.manifest.subset is None
+    assert list(alone.manifest.cv) == ["source"] and "+" not in alone.path.name
 
     # By default the eight source is whichever source scores best on the eight keypoints.
     auto = make_submission(tiny, full.run_id)
     scores = {r.run_id: r.manifest.cv["per_group"]["eight"] for r in (full, eight)}
     best = min(scores, key=scores.get)
-    chosen = auto.manifest.eight_source
+    chosen = auto.manifest.subset_source
     assert (chosen and chosen["id"]) == (None if best == full.run_id else best)
     with pytest.raises(KitError, match="predicts 4 of 15 keypoints"):
         make_submission(tiny, eight.run_id)
@@ -234,7 +249,7 @@ def test_the_default_source_is_never_a_run_of_only_some_folds(tiny: Competition)
         make_submission(tiny)
     full = tiny_run(tiny)
     assert make_submission(tiny).manifest.source["id"] == full.run_id
-    named = make_submission(tiny, partial.run_id, eight_source="none")  # named: allowed
+    named = make_submission(tiny, partial.run_id, subset_source="none")  # named: allowed
     assert named.manifest.source["id"] == partial.run_id
 
 
@@ -330,7 +345,7 @@ def test_submit_cli_dry_run_upload_and_errors(
     tiny: Competition, server: FakeKaggle, sleeps: list[float], cli
 ) -> None:
     run = tiny_run(tiny)
-    dry = cli("submit", TINY_NAME, "--dry-run", "--eight-from", "none")
+    dry = cli("submit", TINY_NAME, "--dry-run", "--subset-from", "none")
     assert dry.code == 0, dry.err
     assert "dry run: not uploaded" in dry.out and run.run_id in dry.out
     assert server.calls("CreateSubmission") == []

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from kit.competition import load_competition
+from kit.competition import PATH_ENV, load_competition
 from kit.errors import KitError
-from kit.training.targets import LinearImputer, plan_targets, resolve_keypoints
+from kit.training.targets import (
+    LinearImputer,
+    plan_targets,
+    resolve_keypoints,
+    target_set_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +70,33 @@ def test_keypoint_subsets(fkd) -> None:
         plan_targets(fkd, "8-30", "eyes")
 
 
-def test_eight_thirty_needs_an_eight_subset() -> None:
-    ibug = load_competition("ibug-68")
+def test_eight_thirty_needs_an_eight_subset(fkd) -> None:
+    # ibug-68 with facial-keypoints' declaration of 8-30 but without its "eight" subset
+    ibug = dataclasses.replace(load_competition("ibug-68"), target_sets=fkd.target_sets)
     with pytest.raises(KitError, match="subset named 'eight'"):
         plan_targets(ibug, "8-30")
+
+
+def test_a_competitions_own_target_sets(
+    fkd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert target_set_names(fkd) == ["masked", "complete", "impute", "sources", "8-30"]
+    ibug = load_competition("ibug-68")  # declares none
+    with pytest.raises(KitError, match="unknown target set '8-30'"):
+        plan_targets(ibug, "8-30")
+    # a declaration whose subset is not in [subsets] is refused when the config is read
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    monkeypatch.setenv(PATH_ENV, str(tmp_path))
+    toml = (fkd.root / "competition.toml").read_text().replace('"facial-keypoints"', '"odd"')
+    for old, new, error in (
+        ('"8-30" = { subset = "eight"', '"8-30" = { subset = "chin"', r"target_sets\.8-30's"),
+        ('subset = "eight"\ntag = "8"', 'subset = "chin"\ntag = "8"', r"submit_split\.subset"),
+    ):
+        assert toml.count(old) == 1
+        (folder / "competition.toml").write_text(toml.replace(old, new))
+        with pytest.raises(KitError, match=error + r".* 'chin' is not in \[subsets"):
+            load_competition("odd")
 
 
 def test_impute_fills_a_linearly_related_keypoint_but_not_noise() -> None:

@@ -23,13 +23,13 @@ def submit_command(
             "run or stack that predicts every keypoint.",
         ),
     ] = None,
-    eight_source: Annotated[
+    subset_source: Annotated[
         str | None,
         typer.Option(
-            "--eight-from",
-            help="Run or stack for the images that ask only for the eight keypoints "
-            "(facial-keypoints' 8 + 30 split); 'none' turns it off; default: the best CV on "
-            "those keypoints.",
+            "--subset-from",
+            help="Run or stack for the images that ask only for the keypoints of the "
+            "competition's [submit_split] subset (facial-keypoints' 8 + 30 split); 'none' "
+            "turns it off; default: the best CV on those keypoints.",
         ),
     ] = None,
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description.")] = "",
@@ -45,6 +45,6 @@ def submit_command(
     status = "writing" if dry_run or not comp.on_kaggle else "writing and uploading"
     with err_console.status(f"{status} the submission for {comp.name}"):
         result = make_submission(
-            comp, source, eight_source=eight_source, message=message, dry_run=dry_run
+            comp, source, subset_source=subset_source, message=message, dry_run=dry_run
         )
     console.print(submission_summary(result))

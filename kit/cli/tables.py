@@ -219,7 +219,7 @@ def stack_summary(result: StackResult) -> str:
 
 def submission_summary(result: SubmissionResult) -> str:
     manifest = result.manifest
-    source, eight = manifest.source, manifest.eight_source
+    source, subset_source = manifest.source, manifest.subset_source
     settings = manifest.settings
     lines = [
         f"wrote [bold]{result.path}[/] ({settings['rows']} rows, {settings['images']} images) "
@@ -227,10 +227,11 @@ def submission_summary(result: SubmissionResult) -> str:
         f"from {source['kind']} {source['id']}: CV {manifest.metric.upper()} "
         f"[bold]{source['cv_score']:.4f}[/]",
     ]
-    if eight is not None:
+    if subset_source is not None:
         lines.append(
-            f"{settings['images_from_subset']} images that ask only for the eight keypoints "
-            f"from {eight['kind']} {eight['id']} (CV on those {manifest.cv['eight']:.4f})"
+            f"{settings['images_from_subset']} images that ask only for the {manifest.subset} "
+            f"keypoints from {subset_source['kind']} {subset_source['id']} "
+            f"(CV on those {manifest.cv[manifest.subset]:.4f})"
         )
     if settings.get("values_clipped"):
         lines.append(f"{settings['values_clipped']} values clipped into the image")

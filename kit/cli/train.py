@@ -134,7 +134,12 @@ def train_command(
         typer.Option("--set", help="Hyperparameter override key=value (repeatable)."),
     ] = None,
     target_set: Annotated[
-        str, typer.Option("--target-set", help=f"Missing-label strategy: {', '.join(TARGET_SETS)}.")
+        str,
+        typer.Option(
+            "--target-set",
+            help=f"Missing-label strategy: {', '.join(TARGET_SETS)}, or one that the "
+            "competition declares in competition.toml's [target_sets].",
+        ),
     ] = "masked",
     keypoints: Annotated[
         str | None,

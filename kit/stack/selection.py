@@ -13,7 +13,7 @@ from kit.store import RunResult, list_runs, load_run
 
 def run_group(comp: Competition, run: RunResult) -> str:
     """The family, plus the keypoint subset when the run predicts only some keypoints
-    (an "eight" model competes with other eight models, not with full ones)."""
+    (a model of the "nose" subset competes with other nose models, not with full ones)."""
     family = str(run.manifest.family)
     keypoints = sorted(run.keypoints)
     if len(keypoints) == comp.num_keypoints:

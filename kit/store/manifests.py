@@ -202,7 +202,8 @@ class SubmissionManifest(Manifest):
     kaggle_slug: str = ""
     csv: str = ""
     cv: Json = field(default_factory=dict)
-    eight_source: Json | None = None
+    subset_source: Json | None = None  # the second source of a [submit_split] (kit.submit)
+    subset: str | None = None  # the competition's split subset: cv[subset] is that CV
     runs: list[str] = field(default_factory=list)
     stack: str | None = None
     stacks: list[str] = field(default_factory=list)
@@ -214,3 +215,24 @@ class SubmissionManifest(Manifest):
     upload_error: str | None = None
     uploaded_at: str | None = None
     upload_skipped: str | None = None  # why it can never be uploaded (no Kaggle page)
+
+    @classmethod
+    def from_json(cls, data: Json, path: Path) -> Self:
+        return super().from_json(_named_subset_source(data, cls), path)
+
+
+def _named_subset_source(data: Json, cls: type[SubmissionManifest]) -> Json:
+    """A manifest written before the split subset was the competition's (kit.submit) named its
+    second source after the subset, ``<subset>_source``: read as subset_source, with subset
+    the name. Any other manifest comes back as it is."""
+    if "subset_source" in data:
+        return data
+    known = {f.name for f in dataclasses.fields(cls)}
+    named = [key for key in data if key.endswith("_source") and key not in known]
+    if len(named) != 1:
+        return data
+    (key,) = named
+    migrated = {k: v for k, v in data.items() if k != key}
+    migrated["subset_source"] = data[key]
+    migrated.setdefault("subset", key.removesuffix("_source"))
+    return migrated

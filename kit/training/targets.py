@@ -4,14 +4,15 @@ Target sets (``--target-set``):
 
 - ``masked`` (default): one model, every row, masked loss (only labelled coordinates count).
 - ``complete``: one model on the rows that have every selected keypoint.
-- ``8-30``: the seeds' strategy. Model "eight" on every row that has all of the competition's
-  ``eight`` subset, model "full" on complete rows; merged prediction = the eight keypoints from
-  "eight", the rest from "full".
 - ``impute``: the seed's linear imputation (see `LinearImputer`), fitted on the training-fold
   rows only, then the masked loss on what is still missing.
 - ``sources``: one network, one head per label source that the competition declares in
   competition.toml's ``[sources]``; each row learns from and is predicted by its own source's
   head, the masked loss within it (kit.training.sources).
+- a target set that the competition declares in competition.toml's ``[target_sets]``
+  (`kit.competition.SubsetTargetSet`): a pair of models, one on every row that has all of a
+  subset's keypoints, one on complete rows; the merged prediction takes the subset's keypoints
+  from the first and the rest from the second.
 
 Pseudo labels (train setting ``pseudo``, a set of `kit pseudo`) are another way to fill what is
 missing: `pseudo_targets` builds one fold's labels and per-keypoint loss weights from them.
@@ -27,8 +28,7 @@ from kit.competition import Competition
 from kit.errors import KitError
 from kit.training.sources import Heads
 
-TARGET_SETS = ("masked", "complete", "8-30", "impute", "sources")
-EIGHT_SUBSET = "eight"
+TARGET_SETS = ("masked", "complete", "impute", "sources")  # and each competition's own
 DEFAULT_R2_THRESHOLD = 0.45
 # A keypoint predicts a missing one only if it is present in this share of the rows to fill.
 PREDICTOR_PRESENCE = 0.95
@@ -142,15 +142,21 @@ def _describe_submodel(sub: SubModel) -> dict:
     return described
 
 
+def target_set_names(comp: Competition) -> list[str]:
+    """kit's target sets, then those the competition declares."""
+    return [*TARGET_SETS, *(name for name in comp.target_sets if name not in TARGET_SETS)]
+
+
 def plan_targets(comp: Competition, target_set: str = "masked", keypoints: str | None = None):
     """The `TargetPlan` for a target set and an optional keypoint subset."""
-    if target_set not in TARGET_SETS:
+    if target_set not in target_set_names(comp):
         raise KitError(
-            f"unknown target set {target_set!r}", hint=f"valid: {', '.join(TARGET_SETS)}"
+            f"unknown target set {target_set!r}",
+            hint=f"valid: {', '.join(target_set_names(comp))}",
         )
     selected = tuple(resolve_keypoints(comp, keypoints))
-    if target_set == "8-30":
-        return _plan_eight_thirty(comp, selected, keypoints)
+    if target_set not in TARGET_SETS:
+        return _plan_subset_pair(comp, target_set, selected, keypoints)
     if target_set == "sources":
         if len(selected) != comp.num_keypoints:
             raise KitError("--target-set sources trains all keypoints; drop --keypoints")
@@ -160,23 +166,28 @@ def plan_targets(comp: Competition, target_set: str = "masked", keypoints: str |
     return TargetPlan(target_set, selected, (sub,), impute=target_set == "impute")
 
 
-def _plan_eight_thirty(comp: Competition, selected: tuple[int, ...], spec: str | None):
-    if EIGHT_SUBSET not in comp.subsets:
+def _plan_subset_pair(
+    comp: Competition, target_set: str, selected: tuple[int, ...], spec: str | None
+) -> TargetPlan:
+    """A `SubsetTargetSet` of the competition: both models on complete rows only (of the
+    subset, of every keypoint)."""
+    pair = comp.target_sets[target_set]
+    if pair.subset not in comp.subsets:
         raise KitError(
-            f"target set 8-30 needs a subset named {EIGHT_SUBSET!r} in {comp.name}'s "
+            f"target set {target_set} needs a subset named {pair.subset!r} in {comp.name}'s "
             "competition.toml",
             hint="use --target-set masked",
         )
     if spec is not None and len(selected) != comp.num_keypoints:
-        raise KitError("--target-set 8-30 trains all keypoints; drop --keypoints")
-    eight = tuple(sorted(comp.subset_indices(EIGHT_SUBSET)))
-    rest = tuple(k for k in selected if k not in eight)
+        raise KitError(f"--target-set {target_set} trains all keypoints; drop --keypoints")
+    part = tuple(sorted(comp.subset_indices(pair.subset)))
+    rest = tuple(k for k in selected if k not in part)
     return TargetPlan(
-        "8-30",
+        target_set,
         selected,
         (
-            SubModel("eight", eight, eight, complete_rows_only=True),
-            SubModel("full", selected, rest, complete_rows_only=True),
+            SubModel(pair.subset_model, part, part, complete_rows_only=True),
+            SubModel(pair.full_model, selected, rest, complete_rows_only=True),
         ),
     )
 
@@ -196,9 +207,10 @@ class LinearImputer:
     """The seed's imputation: fill a missing keypoint from correlated present keypoints.
 
     For each keypoint k that is missing somewhere, the predictors are the keypoints present in
-    nearly every row that lacks k (for FKD: the "eight" columns). An ordinary least-squares fit
-    on the rows that have k and all predictors gives k's (x, y); it is used only where its
-    leave-one-out R² (the worse of x and y, so no overfit fit passes) reaches `threshold`.
+    nearly every row that lacks k (for FKD: the four keypoints that nearly every row has). An
+    ordinary least-squares fit on the rows that have k and all predictors gives k's (x, y); it
+    is used only where its leave-one-out R² (the worse of x and y, so no overfit fit passes)
+    reaches `threshold`.
     """
 
     threshold: float = DEFAULT_R2_THRESHOLD
