@@ -29,6 +29,7 @@ from kit.planning import Plan
 from kit.planning.budget import Deadlines, RunBudget, split_budget
 from kit.planning.fixed_epochs import search_and_train
 from kit.planning.outcome import RunOutcome
+from kit.planning.replan import Replanned, replan_after_runs
 from kit.planning.search import search_after_plan
 from kit.planning.stage import make_plan, save_plan, train_plan, train_students
 from kit.progress import Event, OnEvent, ignore
@@ -184,9 +185,12 @@ def run_pipeline(
                     comp, budget, deadlines.train, made.k, device, on_event
                 )
             else:
-                runs, outcome = _train_the_plan(comp, run_plan, deadlines, device, on_event, pool)
+                replanned, runs, outcome = _train_the_plan(
+                    comp, run_plan, deadlines, device, on_event, pool
+                )
+                run_plan, deadlines = replanned.plan, replanned.deadlines
                 save_plan(comp, run_plan, outcome, budget_seconds)
-                notes = _outcome_notes(outcome)
+                notes = _outcome_notes(outcome) + ([replanned.note] if replanned.note else [])
                 notes += [f"not planned: {name}: {why}" for name, why in run_plan.skipped]
         with _stage("pseudo", on_event, seconds):
             if run_plan is not None and runs and any(r.student for r in run_plan.runs):
@@ -242,18 +246,23 @@ def _train_the_plan(
     device: str | None,
     on_event: OnEvent,
     pool: FoldPool | None,
-) -> tuple[list[RunResult], list[RunOutcome]]:
-    """The planned runs by `deadlines.train`, then the plan's search by `deadlines.search`."""
+) -> tuple[Replanned, list[RunResult], list[RunOutcome]]:
+    """The planned runs by `deadlines.train`; then, replanned on what they left (the stack
+    measured on them, the search as wide as the time left allows), the search by the new
+    `deadlines.search`."""
     runs, outcome = train_plan(
         comp, run_plan, deadlines.train, device=device, on_event=on_event, pool=pool
     )
-    if run_plan.search is not None:
+    replanned = replan_after_runs(comp, run_plan, runs, outcome, deadlines)
+    if replanned.note:
+        on_event(Event("train", "replan", text=replanned.note))
+    if replanned.plan.search is not None:
         found, rows = search_after_plan(
-            comp, run_plan, runs, outcome, deadlines.search, device=device, on_event=on_event,
-            pool=pool,
+            comp, replanned.plan, runs, outcome, replanned.deadlines.search, device=device,
+            on_event=on_event, pool=pool,
         )  # fmt: skip
         runs, outcome = runs + found, outcome + rows
-    return runs, outcome
+    return replanned, runs, outcome
 
 
 def _outcome_notes(outcome: list[RunOutcome]) -> list[str]:

@@ -9,9 +9,21 @@ import pytest
 
 from kit.competition import load_competition
 from kit.models import list_models
-from kit.planning import MIN_MODELS, Candidate, PortfolioEntry, load_portfolio, plan_runs
+from kit.planning import (
+    MAX_SHARE_OF_BEST,
+    Candidate,
+    PortfolioEntry,
+    load_portfolio,
+    plan_runs,
+)
 from kit.planning import stage as planning_stage
-from kit.planning.planner import MAX_SEARCH_TRIALS, MIN_SEARCH_TRIALS, SAFETY
+from kit.planning.planner import (
+    MAX_SEARCH_TRIALS,
+    MIN_SEARCH_TRIALS,
+    OVERTIME,
+    SAFETY,
+    best_expected,
+)
 
 
 def candidate(name: str, epoch_s: float, min_epochs: int, max_epochs: int = 30) -> Candidate:
@@ -33,7 +45,9 @@ def test_a_plan_fits_its_time_and_every_run_reaches_its_minimum(seconds: float) 
     assert plan.estimated_seconds <= seconds
     for run in plan.runs:
         entry = next(c.entry for c in PORTFOLIO if c.entry.name in run.name)
-        assert entry.min_epochs <= run.epochs <= entry.max_epochs
+        assert entry.min_epochs <= run.epochs <= OVERTIME * entry.max_epochs
+        if run.epochs > entry.max_epochs:  # rule 9: only what no other rule could use
+            assert plan.seconds - plan.estimated_seconds < run.candidate.cost(1, plan.folds)
     planned = {r.name for r in plan.runs}
     for name, why in plan.skipped:
         assert name not in planned and "minimum epochs" in why
@@ -48,14 +62,34 @@ def test_a_config_that_cannot_reach_its_minimum_is_never_run() -> None:
     assert nothing.runs == () and len(nothing.skipped) == len(PORTFOLIO)
 
 
-def test_thirty_minutes_buy_at_least_three_models_and_fewer_folds_when_needed() -> None:
+def test_fewer_folds_only_when_the_first_fits_no_stack() -> None:
     plan = plan_runs(PORTFOLIO, 1800)
-    assert len({r.name for r in plan.runs}) >= MIN_MODELS and plan.folds == 5
-    # Costs at which only two fit on 5 folds, but three on 3 folds: the planner takes 3 folds.
+    assert len(plan.runs) >= 2 and plan.folds == 5
+    # Costs at which one model fits on 5 folds, but two on 3 folds: the planner takes 3 folds.
     slow = [candidate("a", 30.0, 6), candidate("b", 30.0, 6), candidate("c", 30.0, 6)]
     five = 5 * SAFETY * (6 * 30 + 5)
-    plan = plan_runs(slow, 2.5 * five)
-    assert plan.folds == 3 and len(plan.runs) == 3
+    plan = plan_runs(slow, 1.5 * five)
+    assert plan.folds == 3 and len(plan.runs) == 2
+    # Two models on 5 folds are a stack: 3 folds would fit three, but 5 folds stay.
+    assert plan_runs(slow, 2.5 * five).folds == 5
+
+
+def test_a_model_much_weaker_than_the_best_is_not_run_and_its_time_goes_to_the_best() -> None:
+    """No fixed model count: a run expected to err more than MAX_SHARE_OF_BEST times the best
+    is dropped; two close models both run; a weak model's seed is never bought."""
+    best = with_curve("best", 1.0, ((2, 0.5), (20, 0.3)))
+    close = with_curve("close", 1.0, ((2, 0.55), (20, 0.33)))
+    weak = with_curve("weak", 0.2, ((2, 0.6), (20, 0.5)))  # cheap, 1.6x the best at length
+    plan = plan_runs([best, close, weak], 2000, fold_choices=(5,), max_seeds=3)
+    names = [r.name for r in plan.runs]
+    assert "weak" not in names and not any(n.startswith("weak-seed") for n in names)
+    assert {"best", "close"} <= set(names)
+    assert f"{0.5 / 0.3:.2f}x the best run's (best)" in dict(plan.skipped)["weak"]
+    assert all(r.candidate.entry.expected(r.epochs) <= MAX_SHARE_OF_BEST * 0.3 for r in plan.runs)
+    # Seeds only of the runs as good as the best: "close" (0.33) is not seeded.
+    assert not any(n.startswith("close-seed") for n in names)
+    alone = plan_runs([best, weak], 2000, fold_choices=(5,), max_seeds=1)
+    assert [r.name for r in alone.runs] == ["best"]  # one model: the stack picks it as it is
 
 
 def test_time_left_widens_epochs_to_the_maximum_then_buys_seeds() -> None:
@@ -97,7 +131,7 @@ def test_train_plan_skips_what_no_longer_fits_the_deadline(monkeypatch) -> None:
     runs, outcome = planning_stage.train_plan(
         None, plan, deadline=150.0, device="cpu", on_event=lambda e: None, clock=lambda: now[0]
     )
-    assert len(runs) == 1 and trained == [("lenet", 4, 0)]
+    assert len(runs) == 1 and trained == [("lenet", plan.runs[0].epochs, 0)]
     assert [row.note.startswith("skipped") for row in outcome] == [False, True, True, True]
     assert outcome[0].actual_seconds == 100.0 and outcome[0].cv == 2.0
 
@@ -231,14 +265,14 @@ def test_the_order_follows_the_score_expected_at_the_affordable_epochs() -> None
     middling = with_curve("middling", 2.0, ((4, 0.7), (40, 0.5)))
     short = plan_runs([slow, quick, middling], 600, fold_choices=(5,))
     assert [r.name for r in short.runs][:2] == ["quick", "middling"]
-    assert "not clearly better" in dict(short.skipped)["slow"]
+    assert "x the best run's (quick)" in dict(short.skipped)["slow"]
     long = plan_runs([slow, quick, middling], 60_000, fold_choices=(5,))
     assert long.runs[0].name == "slow"
 
 
 def test_epochs_go_where_the_curve_gains_most_per_second() -> None:
     steep = with_curve("steep", 1.0, ((2, 0.7), (20, 0.3)))
-    flat = with_curve("flat", 1.0, ((2, 0.5), (20, 0.49)))
+    flat = with_curve("flat", 1.0, ((2, 0.36), (20, 0.35)))
     # Time for 24 epochs in all (and each run's fixed cost): the steep curve takes them.
     plan = plan_runs([steep, flat], 5 * SAFETY * (24 + 2) + 0.1, fold_choices=(5,), max_seeds=1)
     epochs = {r.name: r.epochs for r in plan.runs}
@@ -384,3 +418,95 @@ def test_make_plan_gives_the_planner_entries_for_the_competition_rows(monkeypatc
         e == shipped[e.name].for_rows(150) and e.max_epochs > shipped[e.name].max_epochs
         for e in seen["entries"]
     )
+
+
+SIZES = [  # a generated portfolio's span: each step up costs more and errs less at length
+    with_curve("small", 2.0, ((10, 0.55), (40, 0.45)), min_epochs=10),
+    with_curve("medium", 10.0, ((6, 0.45), (30, 0.35)), min_epochs=6),
+    with_curve("large", 100.0, ((10, 0.4), (60, 0.25)), min_epochs=10),
+    with_curve("huge", 600.0, ((10, 0.35), (80, 0.2)), min_epochs=10),
+]
+
+
+def faster(candidates: list[Candidate], speedup: float) -> list[Candidate]:
+    return [
+        dataclasses.replace(
+            c, epoch_seconds=c.epoch_seconds / speedup, fold_seconds=c.fold_seconds / speedup
+        )
+        for c in candidates
+    ]
+
+
+@pytest.mark.parametrize("speedup", [10, 100])
+@pytest.mark.parametrize("budget", [600.0, 1800.0, 3600.0])
+def test_a_faster_machine_spends_its_budget_on_larger_configurations(
+    speedup: int, budget: float
+) -> None:
+    """Cost models 10x and 100x faster than this CPU (a GPU): the plan spends at least 95 % of
+    its budget and trains a larger configuration than this machine's plan could."""
+    here = plan_runs(SIZES, budget, fold_choices=(5,))
+    plan = plan_runs(faster(SIZES, speedup), budget, fold_choices=(5,))
+    assert 0.95 * budget <= plan.estimated_seconds <= plan.seconds
+    cost = {c.entry.name: c.epoch_seconds for c in SIZES}
+    assert max(cost[r.name.split("-")[0]] for r in plan.runs) > max(
+        cost[r.name.split("-")[0]] for r in here.runs
+    )
+    assert best_expected(plan.runs) < best_expected(here.runs)
+
+
+@pytest.mark.parametrize("speedup", [10, 100])
+def test_time_left_past_every_max_epochs_widens_the_search(speedup: int) -> None:
+    """Once every run is at its max_epochs and the seeds are bought, the rest widens the
+    search past MAX_SEARCH_TRIALS, so that the budget is spent."""
+    fast = faster(PORTFOLIO, speedup)
+    for budget in (1800.0, 3600.0):
+        plan = plan_runs(fast, budget, fold_choices=(5,))
+        assert 0.95 * budget <= plan.estimated_seconds <= plan.seconds
+        assert all(r.epochs >= r.max_epochs for r in plan.runs)
+        assert plan.search is not None and plan.search.trials > MAX_SEARCH_TRIALS
+    # This machine's costs: the same budget still buys seeds before the search grows past
+    # its cap (rule 8 only takes what rules 1-7 left).
+    slow = plan_runs(PORTFOLIO, 1800.0, fold_choices=(5,))
+    assert slow.search is None or slow.search.trials <= MAX_SEARCH_TRIALS
+
+
+def test_replanning_gives_the_freed_stack_reserve_and_saved_time_to_the_search() -> None:
+    """On a fake clock: the stack measured on the trained runs needs less than its reserve;
+    that time, and what the runs saved, widen the search; a reserve measured larger narrows
+    it, and no time left means no search."""
+    from kit.planning.budget import Deadlines
+    from kit.planning.outcome import RunOutcome
+    from kit.planning.replan import replan_after_runs
+
+    a = candidate("a", 1.0, 2, max_epochs=4)
+    trial, final = a.cost(4, 1), a.cost(4, 4)
+    plan = plan_runs([a], a.cost(4, 5) + final + 6.5 * trial, fold_choices=(5,), max_seeds=1)
+    assert plan.search is not None and plan.search.trials == 6
+    outcome = [RunOutcome.of(plan.runs[0], type("R", (), {"run_id": "r1", "cv_score": 2.0}), 9, "")]
+    now = 1000.0
+    deadlines = Deadlines(
+        end=now + final + 6.5 * trial + 300.0 + 5.0, submit_reserve=5.0, stack_seconds=300.0
+    )
+
+    def measured(seconds: float):
+        return lambda comp, runs, folds: lambda models, folds: seconds
+
+    freed = replan_after_runs(
+        None, plan, ["run"], outcome, deadlines, clock=lambda: now, measure=measured(100.0)
+    )
+    assert freed.deadlines.stack_seconds == 100.0 and "reserved 300 s" in freed.note
+    assert freed.plan.search.trials == 6 + int(200.0 // trial)
+    narrower = replan_after_runs(
+        None,
+        plan,
+        ["run"],
+        outcome,
+        deadlines,
+        clock=lambda: now,
+        measure=measured(300.0 + 2 * trial),
+    )
+    assert narrower.plan.search.trials == 4
+    late = replan_after_runs(
+        None, plan, ["run"], outcome, deadlines, clock=lambda: now + 200, measure=measured(300.0)
+    )
+    assert late.plan.search is None and late.deadlines == deadlines.with_stack(300.0)

@@ -229,6 +229,8 @@ def test_kit_run_without_epochs_follows_the_planner(
     monkeypatch.setattr(PortfolioEntry, "for_rows", lambda entry, rows: entry)  # tested alone
     monkeypatch.setattr(planner, "MIN_SEARCH_TRIALS", 1)  # a search of one trial: quick
     monkeypatch.setattr(planner, "MAX_SEARCH_TRIALS", 1)
+    monkeypatch.setattr(planner, "WIDEST_SEARCH_TRIALS", 1)
+    monkeypatch.setattr(planner, "OVERTIME", 1.0)  # the tiny entries' 1 epoch, as listed
     result = cli("run", TINY_NAME, "--budget", "10m", "--pseudo")
     assert result.code == 0, result.err
     plan = json.loads((comp.workspace.root / "plan.json").read_text())

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kit.errors import KitError
-from kit.models.codec import HeatmapCodec
+from kit.models.codec import HEATMAP_DECODES, HeatmapCodec
 from kit.models.layers import BasicBlock, conv_bn_act, init_weights
 from kit.models.registry import (
     CPU_SPEED,
@@ -90,6 +90,7 @@ def heatmap_space(trial: Any) -> dict[str, Any]:
         "stride": trial.suggest_categorical("stride", [1, 2, 4]),
         "sigma": trial.suggest_float("sigma", 1.0, 4.0),
         "heatmap_weight": trial.suggest_float("heatmap_weight", 0.1, 10.0, log=True),
+        "decode": trial.suggest_categorical("decode", list(HEATMAP_DECODES)),
         **augment_space(trial),
     }
 

@@ -11,7 +11,7 @@ The algorithm and the portfolio load without torch; `measure` needs it.
 
 from kit.planning.planner import (
     FOLD_CHOICES,
-    MIN_MODELS,
+    MAX_SHARE_OF_BEST,
     Candidate,
     Plan,
     PlannedRun,
@@ -21,7 +21,7 @@ from kit.planning.portfolio import PORTFOLIO_FILE, PortfolioEntry, load_portfoli
 
 __all__ = [
     "FOLD_CHOICES",
-    "MIN_MODELS",
+    "MAX_SHARE_OF_BEST",
     "PORTFOLIO_FILE",
     "Candidate",
     "Plan",

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kit.competition import Competition
 from kit.data.folds import DEFAULT_K, read_folds_meta
@@ -53,6 +53,10 @@ class Deadlines:
     stack_seconds: float  # the final stack's reserve (with the planner: the teacher's too)
     teacher_stack_seconds: float = 0.0  # the part of stack_seconds for a student's teacher
     student_seconds: float = 0.0  # planned for students, after the other runs
+
+    def with_stack(self, seconds: float) -> Deadlines:
+        """The same run with the final stack's reserve measured again (the teacher's kept)."""
+        return replace(self, stack_seconds=self.teacher_stack_seconds + seconds)
 
     def planning_seconds(self, now: float) -> float:
         """What the planner may plan (training and stacking) when it starts at `now`."""

@@ -91,10 +91,11 @@ class StackCost:
     coordinate's labelled rows and by the meta-features that more base models add."""
 
     fixed: float
-    coordinate: dict[int, float]  # folds -> seconds of the probe coordinate at PROBE_MODELS
+    coordinate: dict[int, float]  # folds -> seconds of the probe coordinate at probe_models
     label_shares: tuple[float, ...]  # per coordinate: labelled rows / the probe's
     columns: tuple[float, float]  # LightGBM design columns = a + b * base models
     workers: int
+    probe_models: int = PROBE_MODELS  # base models in the timed fit
 
     def __call__(self, models: int, folds: int) -> float:
         per = self.coordinate.get(folds)
@@ -102,7 +103,7 @@ class StackCost:
             known = max(self.coordinate)
             per = self.coordinate[known] * ((folds - 1) / (known - 1)) ** 2
         a, b = self.columns
-        scale = (a + b * models) / (a + b * PROBE_MODELS)
+        scale = (a + b * models) / (a + b * self.probe_models)
         work = per * scale * sum(self.label_shares)
         return SAFETY * (self.fixed + work / self.workers)
 
@@ -114,32 +115,27 @@ def measure_stack(
     fold_choices: tuple[int, ...],
     features: frozenset[str] = frozenset(FEATURE_SETS),
     seed: int = 0,
+    bases: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> StackCost:
-    """Time the stack on this data with synthetic base models (the truth with a learnable
-    bias and noise), one coordinate per fold count."""
-    rng = np.random.default_rng(seed)
+    """Time the stack on this data, one coordinate per fold count: with `bases` (the trained
+    runs' OOF and test predictions, each (N, K, 2)) the real fit, else synthetic base models
+    (the truth with a learnable bias and noise) before any run exists."""
     truth = train.keypoints.astype(np.float64)
     labelled = np.isfinite(truth).all(axis=2).sum(axis=0)  # (K,)
     probe = int(np.argmax(labelled))
     started = time.perf_counter()
     pca = ImagePCA.fit(train.images) if "image" in features else None
-    fill = np.where(np.isfinite(truth), truth, np.nanmean(truth, axis=0))
-    spread = np.nanstd(truth, axis=0) + 1e-6
-    bases = [
-        fill
-        + 0.1 * (m + 1) * spread * np.tanh((fill - fill.mean(0)) / spread)
-        + rng.normal(0, 1.5, fill.shape)
-        for m in range(PROBE_MODELS)
-    ]
-    train_f = Features.build(bases, train.images, pca)
-    test_f = Features.build([b[: len(test_images)] for b in bases], test_images, pca)
+    oof, test = bases if bases is not None else _synthetic_bases(truth, len(test_images), seed)
+    models = list(range(len(oof)))
+    train_f = Features.build(oof, train.images, pca)
+    test_f = Features.build(test, test_images, pca)
     fixed = time.perf_counter() - started
     weight = np.ones(len(train))
     coordinate = {}
     for folds in fold_choices:
         fold_of_row = np.arange(len(train)) % folds
-        x, design = train_f.coordinate(list(range(PROBE_MODELS)), probe, 0, features)
-        x_test, design_test = test_f.coordinate(list(range(PROBE_MODELS)), probe, 0, features)
+        x, design = train_f.coordinate(models, probe, 0, features)
+        x_test, design_test = test_f.coordinate(models, probe, 0, features)
         started = time.perf_counter()
         stack_coordinate(
             x, design, truth[:, probe, 0], weight, fold_of_row, x_test, design_test,
@@ -149,4 +145,37 @@ def measure_stack(
     shares = np.repeat(labelled / max(1, labelled[probe]), 2)
     two, three = (train_f.coordinate([0] * m, probe, 0, features)[1].shape[1] for m in (2, 3))
     columns = (float(2 * two - three), float(three - two))
-    return StackCost(fixed, coordinate, tuple(shares.tolist()), columns, available_cpus())
+    return StackCost(
+        fixed, coordinate, tuple(shares.tolist()), columns, available_cpus(), len(models)
+    )
+
+
+def _synthetic_bases(
+    truth: np.ndarray, test_rows: int, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """PROBE_MODELS stand-ins for base models: the truth, a learnable bias and noise."""
+    rng = np.random.default_rng(seed)
+    fill = np.where(np.isfinite(truth), truth, np.nanmean(truth, axis=0))
+    spread = np.nanstd(truth, axis=0) + 1e-6
+    oof = [
+        fill
+        + 0.1 * (m + 1) * spread * np.tanh((fill - fill.mean(0)) / spread)
+        + rng.normal(0, 1.5, fill.shape)
+        for m in range(PROBE_MODELS)
+    ]
+    return oof, [b[:test_rows] for b in oof]
+
+
+def measure_stack_of_runs(
+    comp: Competition, runs: list, folds: int, features: frozenset[str] = frozenset(FEATURE_SETS)
+) -> StackCost | None:
+    """The stack's cost measured on the trained runs' own predictions (kit.store.RunResult):
+    what the stack will fit, not a stand-in for it. None without a run of every keypoint."""
+    runs = [r for r in runs if len(r.keypoints) == comp.num_keypoints]
+    if not runs:
+        return None
+    train = KeypointData.load(comp.workspace.train_npz)
+    test = KeypointData.load(comp.workspace.test_npz)
+    bases = ([np.asarray(r.oof, dtype=np.float64) for r in runs],
+             [np.asarray(r.test, dtype=np.float64) for r in runs])  # fmt: skip
+    return measure_stack(comp, train, test.images, (folds,), features, bases=bases)

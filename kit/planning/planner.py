@@ -4,168 +4,57 @@ A plain algorithm on measured costs (no files, no clock): `plan_runs(candidates,
 The stack's time is reserved first, from its measured cost for the plan's models and folds
 (`stack_seconds(models, folds)`). Rules, in order:
 1. a configuration is scheduled only at or above its `min_epochs`, and only if its expected
-   score at the epochs it can afford (an equal share of the time among `MIN_MODELS` runs) is
-   clearly better than the mean shape (`CLEAR_GAIN`), whatever its family;
+   score at the epochs it can afford (an equal share of the time among the candidates that
+   fit) is clearly better than the mean shape (`CLEAR_GAIN`), whatever its family;
 2. candidates are ordered by that expected score (the entry's measured learning curve), so a
    config that is best at full length but poor at the affordable epochs comes later;
-3. take configurations in that order while each fits at its minimum; if fewer than
-   `MIN_MODELS` fit at the first fold count, try the next (fewer folds) and keep the plan with
-   more models;
+3. take configurations in that order while each fits at its minimum;
 4. spread the time left one epoch at a time over the chosen runs, to the run whose curve gains
    most per second (in order when no curve says), up to each one's `max_epochs`;
-5. time still left buys a search (`PlannedSearch`): fold-0 trials of the first chosen run's
+5. diversity by evidence, not by count: a chosen run whose expected score at its planned
+   epochs is more than `MAX_SHARE_OF_BEST` times the best run's is dropped and the plan made
+   again without it (its time goes to the others), until none is. On fkd-proxy a lenet at
+   1.35x the heatmap's CV and on imm-58 a resnet and a lenet beside a heatmap added nothing
+   to the stack (issue 24's measurements); a model within a quarter of the best can;
+6. time still left buys a search (`PlannedSearch`): fold-0 trials of the best run's
    family at its epochs, from its Optuna study (the run's own config is trial 0, reused), and
    the winner on all folds when it beats that config: a new base model. It needs room for
    `MIN_SEARCH_TRIALS` new trials besides the winner's other folds, and takes at most
    `MAX_SEARCH_TRIALS`;
-6. time still left after that buys another seed of the chosen configurations (a new run each).
-   Seeds come only once the search is at its widest: a searched config adds a new base model
-   where a seed repeats one.
-With `student_factor`, a pseudo-labelled student of the first chosen run is planned after the
-minimum epochs (step 3), before any widening: on fkd-proxy a lenet student of a 3-model stack
-scored public 2.006 against 2.365 without pseudo labels (docs/benchmarks.md, "Pseudo labels").
+7. time still left after that buys another seed of the runs expected to score as the best
+   one does (within `SEED_SHARE`): never a weaker model's seed. Seeds come only once the
+   search is at its widest: a searched config adds a new base model where a seed repeats one;
+8. time still left after the seeds widens the search past `MAX_SEARCH_TRIALS` (a machine
+   faster than the portfolio's evidence: every run at its max_epochs), up to
+   `WIDEST_SEARCH_TRIALS`, so the plan spends the budget;
+9. what no rule could use (less than a seed, a search or another configuration's minimum)
+   lengthens the best run past its max_epochs, up to `OVERTIME` times them: its curve is flat
+   there, not worse (a cosine schedule over more steps), and a budget is spent.
+Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
+models without a worse best expected score. With `student_factor`, a pseudo-labelled student
+of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
+fkd-proxy a lenet student of a 3-model stack scored public 2.006 against 2.365 without pseudo
+labels (docs/benchmarks.md, "Pseudo labels").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from kit.planning.portfolio import PortfolioEntry
-from kit.training.spec import RunSpec
+from kit.planning.plans import SAFETY, Candidate, Plan, PlannedRun, PlannedSearch
 
-MIN_MODELS = 3  # a stack needs several diverse base models
+# A run expected to err more than this many times the best run's is not worth its time: the
+# stack's pick would not choose it (rule 5).
+MAX_SHARE_OF_BEST = 1.25
+SEED_SHARE = 1.01  # seeds only of the runs expected to score as the best one does (rule 7)
 FOLD_CHOICES = (5, 3)
-SAFETY = 1.1  # estimates are padded: a budget is a promise
 # Expected score at most this share of the mean shape's: "clearly better" (25 % lower error).
 CLEAR_GAIN = 0.75
 MIN_SEARCH_TRIALS = 4  # fewer new trials than this are not a search (TPE starts at random)
 MAX_SEARCH_TRIALS = 16  # more time than this buys seeds instead
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A portfolio entry with its measured costs on this device and data."""
-
-    entry: PortfolioEntry
-    epoch_seconds: float  # one fold: one epoch of training plus its validation
-    fold_seconds: float  # one fold's fixed cost: model set-up, OOF and test predictions
-    workers: int = 1  # folds trained at once (the costs above were timed that way)
-    student: bool = False  # a pseudo-labelled student of this entry (trained after a stack)
-
-    def cost(self, epochs: int, folds: int) -> float:
-        return SAFETY * folds * (epochs * self.epoch_seconds + self.fold_seconds) / self.workers
-
-    def epochs_within(self, seconds: float, folds: int) -> int:
-        """The most epochs whose cost fits `seconds` (0 if not even one)."""
-        per_epoch = SAFETY * folds * self.epoch_seconds / self.workers
-        fixed = SAFETY * folds * self.fold_seconds / self.workers
-        return max(0, int((seconds - fixed) // per_epoch)) if per_epoch > 0 else 0
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    name: str
-    family: str
-    overrides: dict
-    epochs: int
-    seed: int
-    seconds: float  # estimated, all folds
-    folds: int = 5
-    candidate: Candidate | None = field(default=None, compare=False, repr=False)
-    student: bool = False  # trains on pseudo labels from the stack of the runs before it
-
-    def with_epochs(self, epochs: int) -> PlannedRun:
-        """The same run at another length (its estimate follows)."""
-        assert self.candidate is not None
-        return replace(self, epochs=epochs, seconds=self.candidate.cost(epochs, self.folds))
-
-    @property
-    def max_epochs(self) -> int:
-        return self.candidate.entry.max_epochs if self.candidate else self.epochs
-
-    def spec(self) -> RunSpec:
-        """The run to train (its seed as a setting, as `kit train --set seed=N` gives it)."""
-        return RunSpec(self.family, {**self.overrides, "seed": self.seed}, epochs=self.epochs)
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "family": self.family,
-            "overrides": self.overrides,
-            "epochs": self.epochs,
-            "seed": self.seed,
-            "estimated_seconds": round(self.seconds, 1),
-            "student": self.student,
-        }
-
-
-@dataclass(frozen=True)
-class PlannedSearch:
-    """Fold-0 trials of the `base` run's family at its epochs, then the best trial on all
-    folds if it beats the base config (kit.planning.search)."""
-
-    base: str  # the planned run whose family and epochs are searched
-    family: str
-    epochs: int
-    trials: int  # new trials (the base config is trial 0: its fold 0 is reused)
-    trial_seconds: float  # estimated, one trial, `workers` of them side by side
-    final_seconds: float  # estimated: the winner's other folds
-    folds: int = 5
-
-    @property
-    def seconds(self) -> float:
-        return self.trials * self.trial_seconds + self.final_seconds
-
-    @property
-    def name(self) -> str:
-        """Its outcome row's name until a winner names it (kit.planning.search)."""
-        return f"{self.base}-search"
-
-    def describe(self) -> dict:
-        return {
-            "base": self.base,
-            "family": self.family,
-            "epochs": self.epochs,
-            "trials": self.trials,
-            "estimated_seconds": round(self.seconds, 1),
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    folds: int
-    seconds: float  # the time the runs may take
-    runs: tuple[PlannedRun, ...]
-    skipped: tuple[tuple[str, str], ...] = ()  # (name, why)
-    notes: tuple[str, ...] = field(default=())
-    stack_seconds: float = 0.0  # reserved for the stack, out of the time given to the planner
-    teacher_stack_seconds: float = 0.0  # the part of it for a student's teacher (before it)
-    search: PlannedSearch | None = None  # after the runs, in the time they leave
-
-    @property
-    def estimated_seconds(self) -> float:
-        return sum(r.seconds for r in self.runs) + self.search_seconds
-
-    @property
-    def search_seconds(self) -> float:
-        return self.search.seconds if self.search else 0.0
-
-    @property
-    def models(self) -> int:
-        """Base models for the stack: the runs, and the search's winner."""
-        return len(self.runs) + (1 if self.search else 0)
-
-    def describe(self) -> dict:
-        return {
-            "folds": self.folds,
-            "seconds_for_runs": round(self.seconds, 1),
-            "stack_seconds": round(self.stack_seconds, 1),
-            "estimated_seconds": round(self.estimated_seconds, 1),
-            "runs": [r.describe() for r in self.runs],
-            "search": self.search.describe() if self.search else None,
-            "skipped": [{"name": n, "why": w} for n, w in self.skipped],
-        }
+OVERTIME = 2.0  # rule 9: at most this many times a run's max_epochs
+WIDEST_SEARCH_TRIALS = 1000  # a bound on the study, not on the time: the deadline ends it
 
 
 def no_stack(models: int, folds: int) -> float:
@@ -192,12 +81,29 @@ def plan_runs(
         plan = _plan_with_stack(
             candidates, seconds, folds, max_seeds, stack_seconds, student_factor
         )
-        if best is None or len(plan.runs) > len(best.runs):
+        if best is None or _fewer_folds_pay(plan, best):
             best = plan
-        if len(plan.runs) >= MIN_MODELS:
-            break
     assert best is not None
     return best
+
+
+def _fewer_folds_pay(plan: Plan, first: Plan) -> bool:
+    """A later (smaller) fold count is kept only where the first fits no stack (at most one
+    model) and it fits more models, its best run expected no worse."""
+    return (
+        len(first.runs) <= 1
+        and len(plan.runs) > len(first.runs)
+        and best_expected(plan.runs) <= best_expected(first.runs)
+    )
+
+
+def best_expected(runs: tuple[PlannedRun, ...] | list[PlannedRun]) -> float:
+    """The lowest expected score (a share of the mean shape's) among the runs; 2.0 for none."""
+    return min((_expected(r) for r in runs if not r.student), default=2.0)
+
+
+def _expected(run: PlannedRun) -> float:
+    return run.candidate.entry.expected(run.epochs) if run.candidate else 1.0
 
 
 def _plan_with_stack(
@@ -208,9 +114,9 @@ def _plan_with_stack(
     stack_seconds: Callable[[int, int], float],
     student_factor: float = 0.0,
 ) -> Plan:
-    """Reserve the stack for MIN_MODELS models, plan, and plan again while the plan's own
-    model count needs a larger reserve (more models: more meta-features)."""
-    reserve = stack_seconds(MIN_MODELS, folds)
+    """Reserve the stack for one model, plan, and plan again while the plan's own model count
+    needs a larger reserve (more models: more meta-features)."""
+    reserve = stack_seconds(1, folds)
     for _ in range(3):
         left = max(0.0, seconds - reserve)
         plan = _plan_at(candidates, left, folds, max_seeds, student_factor)
@@ -230,6 +136,41 @@ def _plan_at(
     max_seeds: int,
     student_factor: float = 0.0,
 ) -> Plan:
+    """Plan without the runs the evidence says are too weak (rule 5), again until none is."""
+    weak: list[tuple[str, str]] = []
+    while True:
+        names = {n for n, _ in weak}
+        kept = [c for c in candidates if c.entry.name not in names]
+        chosen, skipped = _choose(kept, seconds, folds, student_factor)
+        found = _too_weak(chosen)
+        if not found:
+            break
+        weak += found
+    chosen, left = chosen
+    runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
+    search = _search(chosen, left, folds)
+    left -= search.seconds if search else 0.0
+    seeds, left = _extra_seeds(_as_good_as_the_best(chosen), left, folds, max_seeds)
+    runs += seeds
+    search = _search_the_rest(search, left)
+    left = seconds - sum(r.seconds for r in runs) - (search.seconds if search else 0.0)
+    runs = _overtime(runs, left)
+    return Plan(
+        folds=folds,
+        seconds=seconds,
+        runs=tuple(runs),
+        skipped=tuple(skipped + weak),
+        search=search,
+    )
+
+
+Chosen = tuple[list[tuple[Candidate, int]], float]  # (candidate, epochs) each; seconds left
+
+
+def _choose(
+    candidates: list[Candidate], seconds: float, folds: int, student_factor: float
+) -> tuple[Chosen, list[tuple[str, str]]]:
+    """Rules 1-4: the runs at their minimum in expected order, then widened."""
     chosen: list[tuple[Candidate, int]] = []
     skipped: list[tuple[str, str]] = []
     left = seconds
@@ -242,21 +183,44 @@ def _plan_at(
         left = _take_at_minimum(
             _student_of(chosen[0][0], student_factor), left, folds, chosen, skipped
         )
-    chosen, left = _widen(chosen, left, folds)
-    runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
-    search = _search(chosen, left, folds)
-    left -= search.seconds if search else 0.0
-    runs += _extra_seeds(chosen, left, folds, max_seeds)
-    return Plan(
-        folds=folds, seconds=seconds, runs=tuple(runs), skipped=tuple(skipped), search=search
-    )
+    return _widen(chosen, left, folds), skipped
+
+
+def _too_weak(chosen: Chosen) -> list[tuple[str, str]]:
+    """The chosen runs expected to err more than MAX_SHARE_OF_BEST times the best run (rule 5),
+    each with why."""
+    runs = [(c, e, c.entry.expected(e)) for c, e in chosen[0] if not c.student]
+    if not runs:
+        return []
+    best_c, _, best = min(runs, key=lambda r: r[2])
+    return [
+        (
+            c.entry.name,
+            f"expected {share:.2f} of the mean shape's error at its {e} epochs, "
+            f"{share / best:.2f}x the best run's ({best_c.entry.name}): the stack gains "
+            f"nothing from a model that much weaker",
+        )
+        for c, e, share in runs
+        if share > MAX_SHARE_OF_BEST * best
+    ]
+
+
+def _as_good_as_the_best(chosen: list[tuple[Candidate, int]]) -> list[tuple[Candidate, int]]:
+    """The runs expected to score within SEED_SHARE of the best one: the only ones seeded."""
+    runs = [(c, e) for c, e in chosen if not c.student]
+    if not runs:
+        return []
+    best = min(c.entry.expected(e) for c, e in runs)
+    return [(c, e) for c, e in runs if c.entry.expected(e) <= SEED_SHARE * best]
 
 
 def _search(chosen: list[tuple[Candidate, int]], left: float, folds: int) -> PlannedSearch | None:
-    """A search of the first chosen run's family, as wide as `left` allows (rule 5)."""
-    base = next(((c, e) for c, e in chosen if not c.student), None)
-    if base is None or folds < 2:
+    """A search of the best run's family (the first among equals), as wide as `left` allows
+    (rule 6)."""
+    runs = [(c, e) for c, e in chosen if not c.student]
+    if not runs or folds < 2:
         return None
+    base = min(runs, key=lambda r: r[0].entry.expected(r[1]))
     c, epochs = base
     trial, final = c.cost(epochs, 1), c.cost(epochs, folds - 1)
     trials = min(MAX_SEARCH_TRIALS, int((left - final) // trial)) if trial > 0 else 0
@@ -295,8 +259,9 @@ def _student_of(teacher: Candidate, factor: float) -> Candidate:
 
 
 def affordable_epochs(c: Candidate, seconds: float, folds: int) -> int:
-    """Epochs within an equal share of `seconds` among MIN_MODELS runs, at most max_epochs."""
-    return min(c.entry.max_epochs, c.epochs_within(seconds / MIN_MODELS, folds))
+    """Epochs within `seconds` for this run alone, at most max_epochs: the best it could do
+    (rule 5 then judges what it gets beside the others)."""
+    return min(c.entry.max_epochs, c.epochs_within(seconds, folds))
 
 
 def _ordered(
@@ -341,9 +306,50 @@ def _widen(
     return [(c, e) for (c, _), e in zip(chosen, epochs, strict=True)], left
 
 
+def replan_search(plan: Plan, trained: dict[str, int], seconds: float) -> PlannedSearch | None:
+    """The plan's search made again once its runs are trained (`trained`: name -> the epochs
+    each trained), in the `seconds` really left: the time the runs saved and the stack's
+    reserve that its measured fit freed go to it (rules 6 and 8)."""
+    chosen = [
+        (r.candidate, trained[r.name])
+        for r in plan.runs
+        if r.seed == 0 and not r.student and r.candidate and r.name in trained
+    ]
+    search = _search(chosen, seconds, plan.folds)
+    return _search_the_rest(search, seconds - search.seconds) if search else None
+
+
+def _search_the_rest(search: PlannedSearch | None, left: float) -> PlannedSearch | None:
+    """Time still left once the search is at its widest and the seeds are bought goes to more
+    search trials (rule 8), up to WIDEST_SEARCH_TRIALS: on a machine faster than the
+    portfolio's evidence every run sits at its max_epochs, and the search can still find a
+    better, larger configuration (the spaces hold width and depth) where a seed repeats one."""
+    if search is None or search.trial_seconds <= 0 or left < search.trial_seconds:
+        return search
+    trials = min(WIDEST_SEARCH_TRIALS, search.trials + int(left // search.trial_seconds))
+    return replace(search, trials=max(search.trials, trials))
+
+
+def _overtime(runs: list[PlannedRun], left: float) -> list[PlannedRun]:
+    """Rule 9: `left` seconds as more epochs of the best first-seed runs, best first, each up
+    to OVERTIME times its max_epochs."""
+    firsts = [i for i, r in enumerate(runs) if r.seed == 0 and not r.student and r.candidate]
+    runs = list(runs)
+    for i in sorted(firsts, key=lambda i: _expected(runs[i])):
+        run = runs[i]
+        assert run.candidate is not None
+        most = int(OVERTIME * run.max_epochs)
+        epochs = min(most, run.candidate.epochs_within(run.seconds + left, run.folds))
+        if epochs > run.epochs:
+            left -= run.candidate.cost(epochs, run.folds) - run.seconds
+            runs[i] = run.with_epochs(epochs)
+    return runs
+
+
 def _extra_seeds(
     chosen: list[tuple[Candidate, int]], left: float, folds: int, max_seeds: int
-) -> list[PlannedRun]:
+) -> tuple[list[PlannedRun], float]:
+    """Seeds of the chosen runs while they fit; the seeds and the time left after them."""
     extra = []
     for seed in range(1, max_seeds):
         for c, epochs in chosen:
@@ -353,7 +359,7 @@ def _extra_seeds(
             if need <= left:
                 extra.append(_run(c, epochs, seed, folds))
                 left -= need
-    return extra
+    return extra, left
 
 
 def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
@@ -362,3 +368,11 @@ def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
         name, c.entry.family, dict(c.entry.overrides), epochs, seed, c.cost(epochs, folds),
         folds, c, c.student,
     )  # fmt: skip
+
+
+__all__ = [
+    "CLEAR_GAIN", "FOLD_CHOICES", "MAX_SEARCH_TRIALS", "MAX_SHARE_OF_BEST", "MIN_SEARCH_TRIALS",
+    "OVERTIME", "SAFETY", "SEED_SHARE", "WIDEST_SEARCH_TRIALS", "Candidate", "Plan",
+    "PlannedRun", "PlannedSearch", "affordable_epochs", "best_expected", "no_stack",
+    "plan_runs", "replan_search",
+]  # fmt: skip

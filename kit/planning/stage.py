@@ -184,10 +184,8 @@ def _fit_to_time(
     if planned.candidate is None:
         return (planned, "") if planned.seconds <= left else (None, f"skipped: {left:.0f} s left")
     slack = left - sum(r.seconds for r in later)
-    epochs = min(
-        planned.max_epochs,
-        max(planned.epochs, planned.candidate.epochs_within(slack, planned.folds)),
-    )
+    most = max(planned.max_epochs, planned.epochs)  # planned past max_epochs: rule 9
+    epochs = min(most, max(planned.epochs, planned.candidate.epochs_within(slack, planned.folds)))
     if epochs > planned.epochs:
         return planned.with_epochs(epochs), f"{epochs - planned.epochs} more epochs (time saved)"
     if planned.seconds <= left:
