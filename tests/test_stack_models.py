@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -227,3 +228,18 @@ def test_a_damaged_meta_model_file_is_one_line_and_kit_stack_rebuilds_it(
     assert (
         cli("predict", TINY_NAME, photo, "--box", "0,0,32,32", "--from", found.stack_id).code == 0
     )
+
+
+def test_the_benchmark_times_a_second_predict_on_the_tiny_stack(
+    stacked: Stacked, tiny: Competition, tmp_path: Path
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import predict_from_stack
+
+    out = tmp_path / "bench.json"
+    entry = predict_from_stack.main(
+        [TINY_NAME, "--stack", stacked.stack.stack_id, "--out", str(out)]
+    )
+    assert len(entry["calls"]) == 2 and all(c["said"] == [] for c in entry["calls"])
+    assert entry["meta_models"]["saved"] and entry["meta_models"]["files"] > 2
+    assert list(json.loads(out.read_text())) == [f"{TINY_NAME}/{stacked.stack.stack_id}"]
