@@ -1,7 +1,8 @@
-"""kit predict: runs (one model, 8-30, one head per source) and a stack reproduce their own
-test.npy through the predict path; photos that pad or scale a cached test image come back in
-their own pixels; --box, bad photos, the detector (missing, injected, OpenCV's), whole-photo
-plug-ins, and ibug-68's framing of a photo as its loader frames a test face."""
+"""kit predict: runs (one model, 8-30, one head per source) and a stack (its saved
+meta-models) reproduce their own test.npy through the predict path; photos that pad or scale a
+cached test image come back in their own pixels; --box, bad photos, the detector (missing,
+injected, OpenCV's), whole-photo plug-ins, and ibug-68's framing of a photo as its loader
+frames a test face."""
 
 from __future__ import annotations
 
@@ -132,28 +133,16 @@ def test_a_run_with_heads_routes_each_image_by_what_is_asked_of_it(
     assert np.abs(asked_all[eight_only] - source.test[eight_only]).max() > 1e-3
 
 
-def test_a_stack_fits_again_to_its_own_test_npy(
+def test_a_stack_predicts_its_own_test_split_as_its_test_npy(
     trained: Trained, tiny: Competition, test_split: KeypointData
 ) -> None:
+    """With the meta-models `kit stack` saved (tests/test_stack_models.py: loading, old stacks,
+    damaged files)."""
     source = resolve_source(tiny, trained.stack.stack_id)
     assert len(source.run_ids) == 3
     scored = scored_keypoints(tiny, test_split)
     pred = predict_images(tiny, source, test_split.images, scored, device="cpu")
     np.testing.assert_allclose(pred, trained.stack.test, atol=1e-4)
-
-
-def test_a_stack_refuses_to_fit_again_on_other_folds(
-    trained: Trained, tiny: Competition, test_split: KeypointData, tmp_path: Path
-) -> None:
-    folds = tiny.workspace.folds_csv
-    kept = folds.read_bytes()
-    try:
-        folds.write_bytes(kept + b"\n")
-        with pytest.raises(KitError, match="another folds file"):
-            source = resolve_source(tiny, trained.stack.stack_id)
-            predict_images(tiny, source, test_split.images[:2], device="cpu")
-    finally:
-        folds.write_bytes(kept)
 
 
 # ------------------------------------------------------------------------- photos

@@ -5,16 +5,15 @@ merged as its target set merges them, flip TTA as the run used it), averaged ove
 its test.npy is. A run with one head per label source routes each image to a head by the
 keypoints asked of it (`scored`, (n, K) bool; None: every keypoint, which is a photo's case).
 
-A stack keeps no fitted meta-models (kit.stack.store writes predictions, picks and weights), so
-its meta-models are fitted again: `stack_predictions` with the stack's settings, its base runs'
-OOF and the current training data and folds, the images as the test split. That is the stack's
-own algorithm on its own inputs, so it fits as the stack did (the same picks, checked) and
-takes as long as `kit stack` took; only the base runs' test columns are the images'.
+A stack: the meta-models `kit stack` saved in its folder (kit.store.meta_models, checksums
+verified; kit.stack.fitted) on its base runs' predictions of the images, exactly as they
+predicted its test split. A stack written before the meta-models were saved has them fitted
+again once (`refit_stack`: the stack's own algorithm, settings, base runs, the cached training
+data and folds; checked to pick the same methods and to reproduce its test.npy) and saved, so
+that only the first predict takes as long as `kit stack` took.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 
@@ -24,11 +23,15 @@ from kit.errors import KitError
 from kit.progress import Event, OnEvent, ignore
 from kit.provenance import data_checksums, folds_checksum
 from kit.stack import LIGHTGBM_DEFAULTS, BaseModel, StackResult, StackSettings, stack_predictions
-from kit.store import RunResult, load_run
+from kit.stack.fitted import FittedStack
+from kit.store import RunResult, load_run, read_meta_models, save_meta_models
 from kit.submit import Source
 from kit.training.checkpoint import fold_predictions
 from kit.training.device import configure_cpu_threads, device_images, resolve_device
 from kit.training.targets import TargetPlan
+
+# An old stack's meta-models fitted again must give its test.npy (float32) to within this.
+REPRODUCE_PX = 1e-3
 
 
 def predict_images(
@@ -87,36 +90,70 @@ def stack_test(
     device,
     on_event: OnEvent = ignore,
 ) -> np.ndarray:
-    """The stack's meta-models fitted again as `kit stack` fitted them, `images` as the test
-    split; its picked method per keypoint (columns = its keypoint_indices)."""
+    """The stack's saved meta-models on its base runs' predictions of `images`; its picked
+    method per keypoint (columns = its keypoint_indices)."""
+    fitted = stack_models(comp, stack, on_event)
+    tests = []
+    for run_id in stack.run_ids:  # in the stack's order
+        run = load_run(comp, run_id)
+        test = np.full((len(images), comp.num_keypoints, 2), np.nan, np.float64)
+        test[:, run.keypoints] = run_predictions(comp, run, images, scored, device)
+        tests.append(test)
+    picked = fitted.predict(tests, images)
+    return picked[:, stack.manifest.keypoint_indices].astype(np.float32)
+
+
+def stack_models(comp: Competition, stack: StackResult, on_event: OnEvent = ignore) -> FittedStack:
+    """The meta-models `kit stack` saved (checksums verified), or, for a stack written before
+    they were saved, fitted again once and saved beside its predictions."""
+    saved = read_meta_models(stack)
+    if saved is not None:
+        return FittedStack.from_export(saved)
+    took = f"kit stack took {stack.manifest.seconds:.0f} s"
+    text = f"stack {stack.stack_id} has no saved meta-models (an older kit's): fitting them once"
+    on_event(Event("predict", "step", text=f"{text} ({took}) and saving them"))
+    fitted = refit_stack(comp, stack, on_event)
+    save_meta_models(stack, fitted.export())
+    return fitted
+
+
+def refit_stack(comp: Competition, stack: StackResult, on_event: OnEvent = ignore) -> FittedStack:
+    """The stack's meta-models fitted again as `kit stack` fitted them (its settings, base runs,
+    the cached training data, folds and test split), checked to pick the same methods and to
+    reproduce its test.npy."""
     from kit.data.folds import load_folds  # the folds stage owns the file format
 
     manifest = stack.manifest
     check_stack_inputs(comp, stack)
     data = KeypointData.load(comp.workspace.train_npz)
+    test_images = KeypointData.load(comp.workspace.test_npz).images
     folds = np.asarray(load_folds(comp, data), np.int64)
-    bases = []
-    for run_id in stack.run_ids:  # in the stack's order
-        run = load_run(comp, run_id)
-        test = np.full((len(images), comp.num_keypoints, 2), np.nan, np.float64)
-        test[:, run.keypoints] = run_predictions(comp, run, images, scored, device)
-        bases.append(replace(BaseModel.from_run(comp, run), test=test))
-    text = f"fitting stack {stack.stack_id}'s meta-models again (kit stack took "
-    on_event(Event("predict", "step", text=f"{text}{manifest.seconds:.0f} s)"))
+    bases = [BaseModel.from_run(comp, load_run(comp, run_id)) for run_id in stack.run_ids]
     settings = StackSettings(
         features=frozenset(manifest.features),
         lightgbm=dict(manifest.lightgbm or LIGHTGBM_DEFAULTS),
     )
-    outcome = stack_predictions(comp, data, images, folds, bases, settings, on_event)
+    outcome = stack_predictions(comp, data, test_images, folds, bases, settings, on_event)
+    hint = f"the stacking code changed since; rerun `kit stack {comp.name}`"
     if outcome.picks != manifest.picks:
         changed = sorted(k for k, v in outcome.picks.items() if manifest.picks.get(k) != v)
         raise KitError(
             f"stack {stack.stack_id} fitted again picks other methods for {', '.join(changed)} "
             "than it did",
             path=stack.path,
-            hint=f"the stacking code changed since; rerun `kit stack {comp.name}`",
+            hint=hint,
         )
-    return outcome.picked_test[:, manifest.keypoint_indices].astype(np.float32)
+    assert outcome.fitted is not None
+    again = outcome.fitted.predict([b.test for b in bases], test_images)
+    gap = np.abs(again[:, manifest.keypoint_indices] - stack.test).max(initial=0.0)
+    if not gap <= REPRODUCE_PX:  # not <=: NaN too
+        raise KitError(
+            f"stack {stack.stack_id} fitted again predicts its test split {gap:.2g} px away "
+            "from its test.npy",
+            path=stack.path,
+            hint=hint,
+        )
+    return outcome.fitted
 
 
 def check_stack_inputs(comp: Competition, stack: StackResult) -> None:

@@ -22,13 +22,16 @@ pick over all rows. Test predictions average the fold meta-models, as the runs d
 
 Artifacts (content-addressed like runs) go to ``comp.workspace.stacks/<stack-id>/``:
 manifest.json, oof.npy and test.npy (picked method; columns = manifest.keypoint_indices),
-candidates.npz (every method's OOF and test arrays), table.csv (the comparison table).
+candidates.npz (every method's OOF and test arrays), table.csv (the comparison table), and
+meta/ (the fitted meta-models: LightGBM's model files, the ridge fits, the picks; their sha256
+in the manifest, kit.store.meta_models), which `kit predict` loads instead of fitting again.
 
 Modules (the algorithms have no file access; `stack` wraps them with storage, as AutoGluon's
 ensemble model wraps `EnsembleSelection`): nested (the honesty check), bases (base models),
 ridge, features, boosting (LightGBM per coordinate with nested CV), picking (per-keypoint pick,
-comparison table), meta (`stack_predictions`: the algorithm on arrays), selection (which runs),
-store (`stack`, `load_stack`, `list_stacks`: folders and manifests).
+comparison table), meta (`stack_predictions`: the algorithm on arrays), fitted (the fitted
+meta-models as a plain object, exported to plain data and back), selection (which runs), store
+(`stack`, `load_stack`, `list_stacks`: folders and manifests).
 """
 
 from kit.stack.bases import BaseModel

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from kit.metrics import Metric, get_metric
+from kit.stack.fitted import CoordinateMeta, FoldMeta
 from kit.stack.nested import MIN_META_ROWS, MetaLeakError, check_meta_rows, fold_rows
 from kit.stack.picking import BLEND, LIGHTGBM, RIDGE
 from kit.stack.ridge import fit_ridge
@@ -46,6 +47,7 @@ class CoordinateResult:
     fallbacks: int = 0  # folds with too few labelled rows: ridge and LightGBM = the blend
     rounds: list[int] = field(default_factory=list)  # LightGBM rounds per fold (0 = ridge)
     train_rows: list[int] = field(default_factory=list)  # labelled training rows per fold
+    model: CoordinateMeta | None = None  # the fitted fold meta-models (they made `test`)
 
 
 def _lightgbm_params(settings: StackSettings, metric: Metric, rows: int) -> dict[str, Any]:
@@ -183,50 +185,51 @@ def stack_coordinate(
     coordinate. x: (N, M) base predictions; y: (N,) truth, NaN = missing (not used); `metric`:
     the competition's Metric or its name."""
     metric = get_metric(metric)
-    blend, blend_test = x.mean(axis=1), x_test.mean(axis=1)
+    blend = x.mean(axis=1)
     usable = np.isfinite(y)
     oof = {RIDGE: np.full(len(y), np.nan), LIGHTGBM: np.full(len(y), np.nan)}
-    test = {RIDGE: np.zeros(len(x_test)), LIGHTGBM: np.zeros(len(x_test))}
     params = _lightgbm_params(settings, metric, int(usable.sum()))
-    fold_ids = np.unique(folds)
     chosen_rounds: list[int] = []
     counts: list[int] = []
     weights: list[list[float]] = []
+    fold_models: list[FoldMeta] = []
     fallbacks = 0
-    for fold in fold_ids:
+    for fold in np.unique(folds):
         train, predict = fold_rows(folds, int(fold), usable)
         check_meta_rows(folds, int(fold), train, predict)
         counts.append(len(train))
         if len(train) < MIN_META_ROWS:
             for method in (RIDGE, LIGHTGBM):
                 oof[method][predict] = blend[predict]
-                test[method] += blend_test / len(fold_ids)
             weights.append([round(1 / x.shape[1], 4)] * x.shape[1])
+            fold_models.append(FoldMeta(None))
             fallbacks += 1
             continue
         ridge = fit_ridge(x[train], y[train], blend[train], weight[train])
         weights.append(ridge.weights().round(4).tolist())
         oof[RIDGE][predict] = ridge.predict(x[predict], blend[predict])
-        ridge_test = ridge.predict(x_test, blend_test)
-        test[RIDGE] += ridge_test / len(fold_ids)
 
         inner = _inner_anchor(x, y, blend, weight, folds, int(fold), train)
         anchor = blend.copy()
         if inner is None:  # an inner fold too small for a ridge: boost from the blend
-            start, start_test = blend[predict], blend_test
+            start = blend[predict]
         else:  # boost from the ridge: out-of-fold for the training rows
             anchor[train] = inner
-            start, start_test = oof[RIDGE][predict], ridge_test
+            start = oof[RIDGE][predict]
         rounds = choose_rounds(design, y, anchor, weight, folds, train, params, settings, metric)
         chosen_rounds.append(rounds)
+        booster = None
         if rounds == 0:  # no tree helps in the inner CV: the anchor alone (usually the ridge)
             oof[LIGHTGBM][predict] = start
-            test[LIGHTGBM] += start_test / len(fold_ids)
-            continue
-        booster = _fit_lightgbm(
-            design[train], y[train], anchor[train], weight[train], params, rounds
-        )
-        oof[LIGHTGBM][predict] = start + booster.predict(design[predict])
-        test[LIGHTGBM] += (start_test + booster.predict(design_test)) / len(fold_ids)
-    oof[BLEND], test[BLEND] = blend, blend_test
-    return CoordinateResult(oof, test, weights, fallbacks, chosen_rounds, counts)
+        else:
+            booster = _fit_lightgbm(
+                design[train], y[train], anchor[train], weight[train], params, rounds
+            )
+            oof[LIGHTGBM][predict] = start + booster.predict(design[predict])
+        fold_models.append(FoldMeta(ridge, inner is not None, booster))
+    # The test predictions come from the fitted models, as `kit predict` computes them later
+    # from the saved ones: the same code, so the same numbers.
+    model = CoordinateMeta(fold_models)
+    test = model.predict(x_test, design_test)
+    oof[BLEND] = blend
+    return CoordinateResult(oof, test, weights, fallbacks, chosen_rounds, counts, model)

@@ -17,6 +17,7 @@ from kit.progress import Event, OnEvent, ignore
 from kit.stack.bases import BaseModel
 from kit.stack.boosting import StackSettings, stack_coordinate
 from kit.stack.features import FEATURE_SETS, Features, ImagePCA
+from kit.stack.fitted import CoordinateMeta, FittedStack
 from kit.stack.picking import (
     BLEND,
     LIGHTGBM,
@@ -51,6 +52,7 @@ class StackOutcome:
     fallbacks: dict[str, int] = field(default_factory=dict)
     # keypoint -> axis -> fold -> LightGBM rounds chosen by inner CV (0 = the ridge alone)
     rounds: dict[str, list[list[int]]] = field(default_factory=dict)
+    fitted: FittedStack | None = None  # the meta-models, to predict new images (kit predict)
 
 
 def stack_predictions(
@@ -86,6 +88,7 @@ def stack_predictions(
     ridge_weights: dict[str, list[list[list[float]]]] = {}
     fallbacks: dict[str, int] = {}
     rounds: dict[str, list[list[int]]] = {}
+    models: dict[tuple[int, int], CoordinateMeta] = {}
     total = 2 * len(covered)
     jobs = [(k, axis) for k in covered for axis in (0, 1)]
 
@@ -118,11 +121,14 @@ def stack_predictions(
                 test[method][:, k, axis] = result.test[method]
             ridge_weights.setdefault(name, []).append(result.ridge_weights)
             rounds.setdefault(name, []).append(result.rounds)
+            models[(k, axis)] = result.model
             if result.fallbacks:
                 fallbacks[name] = fallbacks.get(name, 0) + result.fallbacks
     on_event(Event("stack", "step", total, total, "picking per keypoint"))
     outcome = _assemble(comp, data, folds, bases, covered, oof, test)
     outcome.ridge_weights, outcome.fallbacks, outcome.rounds = ridge_weights, fallbacks, rounds
+    names = comp.keypoint_names
+    outcome.fitted = FittedStack.of(names, bases, settings.features, pca, models, outcome.picks)
     return outcome
 
 

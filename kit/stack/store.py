@@ -23,6 +23,7 @@ from kit.stack.selection import run_group, select_runs
 from kit.store import RunResult
 from kit.store.files import sha256_json
 from kit.store.manifests import StackManifest
+from kit.store.meta_models import meta_model_problem, write_meta_models
 from kit.store.stacks import StackResult, load_stack
 from kit.workspace import atomic_path, write_text
 
@@ -53,7 +54,8 @@ def stack(
 ) -> StackResult:
     """Stack `runs` (default: the best `per_family` runs per family) and write the artifacts.
 
-    The same runs, features and data give the same stack id, and a finished stack is reused.
+    The same runs, features and data give the same stack id, and a finished stack is reused
+    (fitted again when its saved meta-models are damaged).
     """
     from kit.data.folds import load_folds  # the folds stage owns the file format
 
@@ -69,7 +71,12 @@ def stack(
     stack_id = make_stack_id(runs, settings, inputs)
     path = comp.workspace.stacks / stack_id
     if (path / "manifest.json").is_file():
-        return load_stack(comp, stack_id)
+        found = load_stack(comp, stack_id)
+        problem = meta_model_problem(found)
+        if problem is None:
+            return found
+        if warn is not None:
+            warn(f"{problem}: fitting the stack again")
 
     data = KeypointData.load(comp.workspace.train_npz)
     test = KeypointData.load(comp.workspace.test_npz)
@@ -91,6 +98,8 @@ def _write_stack(comp, path, stack_id, runs, settings, inputs, outcome: StackOut
     with atomic_path(path / "candidates.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: v.astype(np.float32) for k, v in arrays.items()})
     write_text(path / "table.csv", outcome.table.to_csv(index=False))
+    assert outcome.fitted is not None
+    meta_models = write_meta_models(path, outcome.fitted.export())
     picked = outcome.scores[PICKED]
     manifest = StackManifest(
         stack_id=stack_id,
@@ -125,6 +134,7 @@ def _write_stack(comp, path, stack_id, runs, settings, inputs, outcome: StackOut
         seconds=time.perf_counter() - started,
         kit=kit.__version__,
         lightgbm_version=_lightgbm_version(),
+        meta_models=meta_models,
         git_commit=git_commit(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

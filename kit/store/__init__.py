@@ -1,6 +1,6 @@
 """What the stages leave in the work folder, and how to read it back: manifests, run folders,
-pseudo-label sets and stacks. Readers (submit, report, predict, stack selection, tuning) import
-this package, never the trainer; it imports no torch.
+pseudo-label sets and stacks (with their fitted meta-models). Readers (submit, report, predict,
+stack selection, tuning) import this package, never the trainer; it imports no torch.
 """
 
 from kit.store.files import read_json, sha256_file, sha256_json
@@ -11,6 +11,14 @@ from kit.store.manifests import (
     StackManifest,
     SubmissionManifest,
     manifest_kind,
+)
+from kit.store.meta_models import (
+    MetaModels,
+    meta_model_problem,
+    read_meta_models,
+    rebuild_command,
+    save_meta_models,
+    write_meta_models,
 )
 from kit.store.predictions import SavedPredictions
 from kit.store.pseudo import PseudoResult, list_pseudo, load_pseudo, make_pseudo_id, write_pseudo
@@ -30,6 +38,7 @@ __all__ = [
     "RUN_FORMAT",
     "FoldRecord",
     "Manifest",
+    "MetaModels",
     "PseudoManifest",
     "PseudoResult",
     "RunFolder",
@@ -49,8 +58,13 @@ __all__ = [
     "make_pseudo_id",
     "make_run_id",
     "manifest_kind",
+    "meta_model_problem",
     "read_json",
+    "read_meta_models",
+    "rebuild_command",
+    "save_meta_models",
     "sha256_file",
     "sha256_json",
+    "write_meta_models",
     "write_pseudo",
 ]

@@ -161,6 +161,7 @@ class StackManifest(Manifest):
     min_meta_rows: int = 0
     seconds: float = 0.0
     lightgbm_version: str = ""
+    meta_models: Json = field(default_factory=dict)  # format, files: {path: sha256} ({}: none)
 
 
 @dataclass(frozen=True)
