@@ -4,20 +4,24 @@ beside the meta-learners, so the stack's CV is not worse than the best single mo
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
+from rich.console import Console
 from test_stack import FKD, TWO, arrays_data, base, truth_arrays
 
+from kit.cli.tables import stack_frame, stack_summary, stack_table
 from kit.metrics import RMSE
-from kit.stack import LIGHTGBM, PICKED, RIDGE, stack_predictions
+from kit.stack import LIGHTGBM, PICKED, RIDGE, BaseModel, StackOutcome, stack_predictions
 from kit.stack.picking import PICK_FROM, best_base, pick_candidates, row_losses, single_label
 
 
-def test_the_stack_keeps_the_best_single_model_where_the_meta_learners_lose() -> None:
+@pytest.fixture(scope="module")
+def kept() -> tuple[StackOutcome, BaseModel]:
     """One accurate base model and three noisy ones. The accurate model's bias drifts from fold
     to fold (+1, -1, 0 px), which no meta-learner fitted on the other folds can learn: each
-    "corrects" a bias the scored fold does not have. Nested CV keeps the accurate model as it
-    stands, and the stack's CV is not worse than the best single model's."""
+    "corrects" a bias the scored fold does not have."""
     truth, test_truth = truth_arrays(120, 8, seed=12)
     rng = np.random.default_rng(13)
     folds = np.arange(120) % 3
@@ -27,7 +31,14 @@ def test_the_stack_keeps_the_best_single_model_where_the_meta_learners_lose() ->
         base(f"noisy{i}", truth + rng.normal(0, 4.0, truth.shape), test_truth + 9.0)
         for i in range(3)
     ]
-    out = stack_predictions(FKD, arrays_data(truth), np.zeros((8, 8, 8)), folds, [*noisy, good])
+    data, images = arrays_data(truth), np.zeros((8, 8, 8))
+    return stack_predictions(FKD, data, images, folds, [*noisy, good]), good
+
+
+def test_the_stack_keeps_the_best_single_model_where_the_meta_learners_lose(kept) -> None:
+    """Nested CV keeps the accurate model as it stands, so the stack's CV is not worse than
+    the best single model's."""
+    out, good = kept
     assert out.best_single == "good"
     single = single_label("good")
     assert out.picks == {"left_eye_center": single, "nose_tip": single}
@@ -80,3 +91,29 @@ def test_the_best_single_model_is_chosen_on_the_picks_rows_only() -> None:
     bases, covered = [lucky, steady], list(TWO)
     assert best_base(RMSE, bases, covered, losses, np.flatnonzero(folds != 0)).name == "steady"
     assert best_base(RMSE, bases, covered, losses, np.flatnonzero(folds == 0)).name == "lucky"
+
+
+def test_the_stack_reports_name_the_best_single_model(kept) -> None:
+    """The CLI's table shows the pick as `single`, its CSV and summary by the run's name."""
+    out, _ = kept
+    names = [FKD.keypoint_names[k] for k in out.keypoints]
+    manifest = SimpleNamespace(
+        runs=[{"run_id": n} for n in ("noisy0", "noisy1", "noisy2", "good")],
+        metric=FKD.metric,
+        keypoints=names,
+        picks=out.picks,
+        best_single=out.best_single,
+        methods=out.scores,
+        lightgbm_rounds={},
+        fallbacks_to_blend={},
+    )
+    cv = out.scores[PICKED]["overall"]
+    result = SimpleNamespace(
+        manifest=manifest, table=out.table, stack_id="s", cv_score=cv, path="stacks/s"
+    )
+    assert list(stack_frame(result)["picked"][1:]) == [single_label("good")] * 2
+    term = Console(width=200, record=True, highlight=False)
+    term.print(stack_table(result))
+    rows = [line.split() for line in term.export_text().splitlines()]
+    assert [row[-1] for row in rows if row and row[0] in ("L.eye.c", "nose.tip")] == ["single"] * 2
+    assert "picked per keypoint: best single (good) 2" in stack_summary(result)
