@@ -83,6 +83,13 @@ class Metric:
         """The weight of an input-pixel error at coordinate scale `scale` (see scale_power)."""
         return scale**self.scale_power
 
+    def as_loss(self, score: float) -> float:
+        """`score` as a loss to minimise (AutoGluon's `convert_score_to_error`): negated for a
+        metric where greater is better; NaN (nothing scored) ranks last."""
+        if np.isnan(score):
+            return float("inf")
+        return -float(score) if self.greater_is_better else float(score)
+
 
 RMSE = Metric("rmse", INPUT, _squared, np.sqrt, lightgbm="l2", scale_power=2)
 MAE = Metric("mae", ORIGINAL, np.abs, _as_is, lightgbm="l1", scale_power=1, nme=True)

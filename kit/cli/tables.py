@@ -8,6 +8,7 @@ must start fast); a result's own library module is loaded already when it is ren
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +179,7 @@ def _stack_legend(
         lines.append(f"models: {models}")
     lines.append(
         f"single: the best single model ({best}); blend: their mean; ridge, lgbm: the ridge "
-        "and LightGBM stacks; stack: the one picked per keypoint"
+        "and LightGBM stacks; stack: per keypoint, single, ridge or lgbm, as nested CV picked"
     )
     if hidden:
         lines.append(
@@ -201,6 +202,7 @@ def stack_summary(result: StackResult) -> str:
         f"[bold]{result.cv_score:.4f}[/] ({ratio:.3f} x the best single model {best}, "
         f"{single:.4f}; mean blend {methods[BLEND]['overall']:.4f}); folder {result.path}"
     ]
+    lines.append(_picks_line(manifest.picks))
     fits = [r for axes in manifest.lightgbm_rounds.values() for f in axes for r in f]
     if fits:
         grown = sum(r > 0 for r in fits)
@@ -215,6 +217,12 @@ def stack_summary(result: StackResult) -> str:
             "(the blend was used there)[/]"
         )
     return "\n".join(lines)
+
+
+def _picks_line(picks: dict[str, str]) -> str:
+    """How many keypoints each candidate was picked for (the best single model by its run)."""
+    counts = Counter(picks.values()).most_common()
+    return "picked per keypoint: " + ", ".join(f"{method} {n}" for method, n in counts)
 
 
 def submission_summary(result: SubmissionResult) -> str:

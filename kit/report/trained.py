@@ -132,7 +132,8 @@ def stack_section(folder: WorkFolder) -> str:
         return none("no stack in this work folder (kit stack COMP makes one)")
     best = folder.stacks[0]
     parts = [f"<p>{esc(stack_headline(best))}</p>", _methods_table(best)]
-    parts.append(f"<h3>Which meta-model was picked where ({esc(best.stack_id)})</h3>")
+    title = f"Which candidate (best single model or meta-model) was picked where ({best.stack_id})"
+    parts.append(f"<h3>{esc(title)}</h3>")
     parts.append(f"<p>{esc(picks_line(best))}</p>")
     parts.append(_picks_table(best))
     if len(folder.stacks) > 1:

@@ -4,7 +4,9 @@ Inputs are finished runs (kit.training.runs): their OOF predictions (every row p
 fold model that did not train on it) and their fold-averaged test predictions. For each
 coordinate (keypoint k, axis x or y) the candidates are:
 
-- each base model that predicts k, and their **mean blend**;
+- the **best single model** as it stands (the base run with the best CV under the metric,
+  among those predicting every stacked keypoint), its OOF and test predictions unchanged;
+- each base model that predicts k, and their **mean blend** (in the table only);
 - a **ridge stack**: intercept + non-negative weights on the base predictions, shrunk towards
   the mean blend's equal weights (the penalty chosen per fit by leave-one-out error);
 - a **LightGBM stack**: gradient-boosted trees that start from the ridge stack's prediction
@@ -16,9 +18,11 @@ coordinate (keypoint k, axis x or y) the candidates are:
 Every meta-model is scored by nested cross-validation on THE shared folds file: the meta-model
 that predicts the rows of fold f is trained only on rows of the other folds
 (`check_meta_rows` asserts it at every fit). A coordinate missing in a row is left out of that
-coordinate's fits and scores only. The method used per keypoint is picked by CV: for the nested
-score the pick for fold f uses the other folds' rows only, and the test predictions use the
-pick over all rows. Test predictions average the fold meta-models, as the runs do.
+coordinate's fits and scores only. The method used per keypoint is picked by CV among the best
+single model, ridge and LightGBM (simplest first; kit.stack.picking): for the nested score the
+pick for fold f, the best single model included, uses the other folds' rows only, and the test
+predictions use the pick over all rows. So the stack's CV is not worse than the best single
+model's, up to nested-CV noise. Test predictions average the fold meta-models, as the runs do.
 
 Artifacts (content-addressed like runs) go to ``comp.workspace.stacks/<stack-id>/``:
 manifest.json, oof.npy and test.npy (picked method; columns = manifest.keypoint_indices),

@@ -24,9 +24,8 @@ from kit.stack.picking import (
     PICK_FROM,
     PICKED,
     RIDGE,
-    _best_single,
     comparison_table,
-    pick_methods,
+    pick_over,
     row_losses,
 )
 from kit.training.device import available_cpus
@@ -41,7 +40,7 @@ class StackOutcome:
     test: dict[str, np.ndarray]
     picked_oof: np.ndarray  # (N, K, 2): nested pick per fold
     picked_test: np.ndarray  # (M, K, 2): pick over all rows
-    picks: dict[str, str]  # keypoint name -> method (over all rows)
+    picks: dict[str, str]  # keypoint name -> candidate picked over all rows (single_label: a base)
     picks_per_fold: dict[int, dict[str, str]]
     best_single: str
     table: pd.DataFrame  # rows: methods; columns: overall + keypoint names
@@ -165,20 +164,22 @@ def _check_bases(bases: list[BaseModel], n: int, m: int) -> None:
 
 
 def _assemble(comp, data, folds, bases, covered, oof, test) -> StackOutcome:
-    losses = {name: row_losses(comp, data, oof[name]) for name in PICK_FROM}
+    metric = metric_for(comp)
+    names = [*(b.name for b in bases), *PICK_FROM]  # the pick's candidates draw on these
+    losses = {name: row_losses(comp, data, oof[name]) for name in names}
     picked_oof = np.full_like(oof[BLEND], np.nan)
     picks_per_fold: dict[int, dict[str, str]] = {}
     for fold in np.unique(folds):
-        names, choice = pick_methods(losses, np.flatnonzero(folds != fold))
+        pick = pick_over(metric, bases, covered, losses, np.flatnonzero(folds != fold))
         rows = folds == fold
         for k in covered:
-            picked_oof[rows, k] = oof[names[choice[k]]][rows, k]
-        picks_per_fold[int(fold)] = {comp.keypoint_names[k]: names[choice[k]] for k in covered}
-    names, choice = pick_methods(losses, np.arange(len(data)))
+            picked_oof[rows, k] = oof[pick.methods[k]][rows, k]
+        picks_per_fold[int(fold)] = {comp.keypoint_names[k]: pick.labels[k] for k in covered}
+    pick = pick_over(metric, bases, covered, losses, np.arange(len(data)))
     picked_test = np.full_like(test[BLEND], np.nan)
     for k in covered:
-        picked_test[:, k] = test[names[choice[k]]][:, k]
-    picks = {comp.keypoint_names[k]: names[choice[k]] for k in covered}
+        picked_test[:, k] = test[pick.methods[k]][:, k]
+    picks = {comp.keypoint_names[k]: pick.labels[k] for k in covered}
 
     scores = {}
     for b in bases:
@@ -186,7 +187,7 @@ def _assemble(comp, data, folds, bases, covered, oof, test) -> StackOutcome:
     for method, pred in ((BLEND, oof[BLEND]), (RIDGE, oof[RIDGE]), (LIGHTGBM, oof[LIGHTGBM])):
         scores[method] = evaluate(comp, pred[:, covered], data, covered)
     scores[PICKED] = evaluate(comp, picked_oof[:, covered], data, covered)
-    best = _best_single(bases, covered, scores)
+    best = pick.best.name  # over all rows: the best single model the table reports
     return StackOutcome(
         keypoints=covered,
         oof=oof,

@@ -27,7 +27,7 @@ from kit.store.meta_models import meta_model_problem, write_meta_models
 from kit.store.stacks import StackResult, load_stack
 from kit.workspace import atomic_path, write_text
 
-STACK_FORMAT = 2  # bump when the artifacts' meaning changes: old stacks then get new ids
+STACK_FORMAT = 3  # bump when the artifacts' meaning changes: old stacks then get new ids
 
 
 def make_stack_id(runs: list[RunResult], settings: StackSettings, inputs: dict[str, Any]) -> str:
