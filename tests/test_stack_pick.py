@@ -16,6 +16,8 @@ from kit.metrics import RMSE
 from kit.stack import LIGHTGBM, PICKED, RIDGE, BaseModel, StackOutcome, stack_predictions
 from kit.stack.picking import PICK_FROM, best_base, pick_candidates, row_losses, single_label
 
+KEPT_BASES: list[BaseModel] = []  # the fixture's base models, in the stack's order
+
 
 @pytest.fixture(scope="module")
 def kept() -> tuple[StackOutcome, BaseModel]:
@@ -32,7 +34,8 @@ def kept() -> tuple[StackOutcome, BaseModel]:
         for i in range(3)
     ]
     data, images = arrays_data(truth), np.zeros((8, 8, 8))
-    return stack_predictions(FKD, data, images, folds, [*noisy, good]), good
+    KEPT_BASES[:] = [*noisy, good]
+    return stack_predictions(FKD, data, images, folds, KEPT_BASES), good
 
 
 def test_the_stack_keeps_the_best_single_model_where_the_meta_learners_lose(kept) -> None:
@@ -51,6 +54,10 @@ def test_the_stack_keeps_the_best_single_model_where_the_meta_learners_lose(kept
     assert picked <= best + 1e-9
     # The meta-learners clearly lose here: without the best single model the stack would too.
     assert min(out.scores[RIDGE]["overall"], out.scores[LIGHTGBM]["overall"]) > 1.3 * best
+    # The fitted stack that kit predict loads gives the same picked test predictions.
+    tests = [b.test for b in KEPT_BASES]
+    predicted = out.fitted.predict(tests, np.zeros((8, 8, 8)))
+    np.testing.assert_array_equal(predicted[:, cols], out.picked_test[:, cols])
     table = out.table.set_index("method")
     assert table.at[single, "kind"] == "best single"
     assert table.at[PICKED, "overall"] <= table.at[single, "overall"] + 1e-9

@@ -45,6 +45,7 @@ class StackOutcome:
     best_single: str
     table: pd.DataFrame  # rows: methods; columns: overall + keypoint names
     scores: dict[str, dict[str, Any]]  # method -> kit.metrics Scores.to_dict()
+    picked_methods: dict[str, str] = field(default_factory=dict)  # keypoint -> arrays used
     # keypoint -> axis -> fold -> effective weight of each base model predicting it
     ridge_weights: dict[str, list[list[list[float]]]] = field(default_factory=dict)
     # keypoint -> (axis, fold) fits that had too few rows and fell back to the blend
@@ -127,7 +128,9 @@ def stack_predictions(
     outcome = _assemble(comp, data, folds, bases, covered, oof, test)
     outcome.ridge_weights, outcome.fallbacks, outcome.rounds = ridge_weights, fallbacks, rounds
     names = comp.keypoint_names
-    outcome.fitted = FittedStack.of(names, bases, settings.features, pca, models, outcome.picks)
+    outcome.fitted = FittedStack.of(
+        names, bases, settings.features, pca, models, outcome.picked_methods
+    )
     return outcome
 
 
@@ -197,6 +200,7 @@ def _assemble(comp, data, folds, bases, covered, oof, test) -> StackOutcome:
         picks=picks,
         picks_per_fold=picks_per_fold,
         best_single=best,
+        picked_methods={comp.keypoint_names[k]: pick.methods[k] for k in covered},
         table=comparison_table(comp, bases, covered, scores, best),
         scores={name: s.to_dict() for name, s in scores.items()},
     )
