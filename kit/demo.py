@@ -41,8 +41,10 @@ class DemoSettings:
     input_size: int = 96
     seed: int = 0
     folds: int = 3
-    epochs: int = 8
-    families: tuple[str, ...] = ("lenet", "sp")
+    # None: kit run's planner and portfolio decide, as for a user's `kit run`; a number runs
+    # the older fixed-epochs search of `families` instead (quick checks and tests)
+    epochs: int | None = None
+    families: tuple[str, ...] = ()  # () = the portfolio's, for this device
     best_n: int = 2
 
 
@@ -141,6 +143,30 @@ def score_table(comp: Competition, result: PipelineResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stack_verdict(result: PipelineResult) -> str:
+    """One line: the stack against its best single model, in CV, or why it is not ahead."""
+    stacked = result.stack
+    best = stacked.manifest.best_single
+    table = stacked.table.set_index("method")
+    single = float(table.loc[table["kind"] == "best single", "overall"].iloc[0])
+    ratio = stacked.cv_score / single if single else 1.0
+    if len(stacked.manifest.runs) < 2:
+        return f"One model fitted the budget ({best}): the stack keeps it as it stands."
+    if ratio < 1 - 1e-9:
+        return (
+            f"The stack of {len(stacked.manifest.runs)} models beats its best single model "
+            f"({best}) by {100 * (1 - ratio):.1f} % in CV ({stacked.cv_score:.4f} against "
+            f"{single:.4f})."
+        )
+    bases = table.loc[(table["kind"] == "base") & (table.index != best), "overall"]
+    worse = f"{bases.min() / single:.2f}-{bases.max() / single:.2f}x" if len(bases) else "more"
+    return (
+        f"The stack (CV {stacked.cv_score:.4f}) is not ahead of its best single model ({best}, "
+        f"{single:.4f}): the other models err {worse} as much, too little to add; the "
+        f"submission is the better of the two."
+    )
+
+
 def run_demo(settings: DemoSettings | None = None, on_event: OnEvent = ignore) -> DemoResult:
     """Generate (once) the demo competition, run fetch .. submit (dry run) on it, score the
     submission against the answers."""
@@ -153,7 +179,7 @@ def run_demo(settings: DemoSettings | None = None, on_event: OnEvent = ignore) -
         upload=False,
         source=source,
         on_event=on_event,
-        families=list(settings.families),
+        families=list(settings.families) or None,
         epochs=settings.epochs,
         folds=settings.folds,
         best_n=settings.best_n,

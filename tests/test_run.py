@@ -175,6 +175,33 @@ def test_kit_demo_runs_the_pipeline_and_scores_its_submission(cli, submissions: 
         assert text in result.out
     for stage in ("fetch", "folds", "tune", "stack", "submit"):
         assert re.search(rf"{stage}\s+done", result.err), stage
+    verdict = r"(beats its best single model|not ahead of its best single model|One model fitted)"
+    assert re.search(verdict, " ".join(result.out.split()))
+    assert "kit report demo" in result.out and "report.html" in "".join(result.out.split())
+
+
+def test_the_demo_runs_kit_runs_planner_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default demo is what a user's `kit run` does: the planner and the portfolio, no
+    fixed epochs and no family list; --epochs still gives the older search."""
+    import kit.demo as demo
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_pipeline(comp, budget, **kwargs):
+        seen.update(kwargs, budget=budget)
+        raise Stop
+
+    monkeypatch.setattr(demo, "prepare_demo", lambda comp, settings: None)
+    monkeypatch.setattr(demo, "run_pipeline", fake_pipeline)
+    with pytest.raises(Stop):
+        demo.run_demo()
+    assert seen["epochs"] is None and seen["families"] is None and seen["budget"] <= 180
+    with pytest.raises(Stop):
+        demo.run_demo(DemoSettings(epochs=2, families=("lenet",)))
+    assert seen["epochs"] == 2 and seen["families"] == ["lenet"]
 
 
 def test_kit_run_on_a_named_competition(

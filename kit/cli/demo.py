@@ -39,9 +39,15 @@ def print_demo(result: DemoResult, wide: bool = False) -> None:
             caption=caption,
         )
     )
+    from kit.demo import DEMO_NAME, demo_competition, stack_verdict
+    from kit.report.build import REPORT_FILE
+
+    console.print(stack_verdict(result.pipeline))
     console.print(
         f"[bold]The submission scores {result.test_score:.4f} RMSE on the demo's test answers.[/]"
     )
+    report = demo_competition().workspace.root / REPORT_FILE
+    console.print(f"See it all on one page: [bold]kit report {DEMO_NAME}[/] (writes {report})")
 
 
 def run_demo_command(
@@ -62,7 +68,9 @@ def run_demo_command(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = demo_competition(settings.input_size).metric
     with progress_view(
-        lambda: PipelineView(settings.budget, pipeline_stages(fixed_epochs=True)),
+        lambda: PipelineView(
+            settings.budget, pipeline_stages(fixed_epochs=settings.epochs is not None)
+        ),
         budget=settings.budget,
         metric=metric,
     ) as view:
@@ -73,8 +81,9 @@ def run_demo_command(
 
 @app.command(
     "demo",
-    help="Run fetch, folds, tune, stack and submit on a synthetic-faces competition that kit "
-    "draws itself (no Kaggle account needed), then score the submission on its answers.",
+    help="Run kit run's pipeline (fetch, plan, folds, train, stack, submit) on a synthetic-faces "
+    "competition that kit draws itself (no Kaggle account needed), then score the submission "
+    "on its answers.",
 )
 def demo_command(
     budget: Annotated[
@@ -91,12 +100,17 @@ def demo_command(
     ] = None,
     size: Annotated[int | None, typer.Option("--size", min=24, help="Image side (96).")] = None,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Epochs per trial (8).")
+        int | None,
+        typer.Option(
+            "--epochs", min=1, help="Fixed epochs per trial instead of the planner (planner)."
+        ),
     ] = None,
     folds: Annotated[
         int | None, typer.Option("--folds", min=2, help="Number of folds (3).")
     ] = None,
-    families: Annotated[str | None, typer.Option("--families", help="Comma list.")] = None,
+    families: Annotated[
+        str | None, typer.Option("--families", help="Comma list (the portfolio's).")
+    ] = None,
     wide: WideOption = False,
 ) -> None:
     from kit.demo import demo_competition
