@@ -1,0 +1,106 @@
+"""Bad inputs and damaged work folders (issue 25 §3): each is one line naming the file or
+option at fault and what rebuilds it, a non-zero exit, and nothing already written changes.
+
+Damaged files are DataErrors (exit 2, as every validated read in kit); a bad option is a
+KitError (exit 1)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_stack import TINY_NAME, one_torch_thread, tiny_competition, tiny_run  # noqa: F401
+
+from kit.competition import Competition
+from kit.errors import DataError
+from kit.workspace import SUBMISSIONS_ENV
+
+TINY_TRAIN = (
+    "--epochs", "1", "--device", "cpu", "--set", "hidden=16", "--set", "batch_size=16",
+    "--set", "patience=0", "--set", "tta=false",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "submissions"
+    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Competition:
+    return tiny_competition(tmp_path, monkeypatch)
+
+
+def files_of(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under `roots`: what a refused command must leave as it was."""
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def refused(result, code: int, *parts: str) -> None:
+    """One error line (no traceback) holding every one of `parts`, and exit `code`."""
+    assert result.code == code, result.err
+    assert "Traceback" not in result.err
+    lines = result.messages.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.err
+    for part in parts:
+        assert part in " ".join(result.err.split()), (part, result.err)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# ------------------------------------------------------------- 1: a truncated cache
+
+
+def test_a_truncated_train_cache_is_one_line_and_kit_fetch_rebuilds_it(
+    tiny: Competition, tmp_path: Path, cli
+) -> None:
+    cache = tiny.workspace.train_npz
+    truncate(cache)
+    before = files_of(tiny.workspace.root)
+    result = cli("train", TINY_NAME, "sp", *TINY_TRAIN)
+    refused(result, DataError.exit_code, str(cache), "cannot read", f"kit fetch {TINY_NAME}")
+    assert files_of(tiny.workspace.root) == before and not tiny.workspace.runs.exists()
+    fetched = cli("fetch", TINY_NAME, "--from", tmp_path / "source")  # what the line says
+    assert fetched.code == 0 and "fetched" in fetched.out, fetched.err
+    assert cli("train", TINY_NAME, "sp", *TINY_TRAIN).code == 0
+
+
+def test_a_truncated_test_cache_stops_train_and_submit_before_they_write(
+    tiny: Competition, submissions: Path, cli
+) -> None:
+    run = tiny_run(tiny)
+    truncate(tiny.workspace.test_npz)
+    before = files_of(tiny.workspace.root)
+    trained = cli("train", TINY_NAME, "sp", *TINY_TRAIN, "--set", "lr=0.02")
+    refused(trained, DataError.exit_code, str(tiny.workspace.test_npz), f"kit fetch {TINY_NAME}")
+    submitted = cli("submit", TINY_NAME, "--dry-run", "--from", run.run_id)
+    refused(submitted, DataError.exit_code, str(tiny.workspace.test_npz), "cannot read")
+    assert files_of(tiny.workspace.root) == before and not submissions.exists()
+
+
+def test_a_cache_missing_a_field_or_of_another_shape_is_refused(tiny: Competition) -> None:
+    from kit.data.arrays import KeypointData
+
+    path = tiny.workspace.train_npz
+    data = KeypointData.load(path)
+    np.savez(path, images=data.images, keypoints=data.keypoints, ids=data.ids)
+    with pytest.raises(DataError, match="lacks groups, to_original"):
+        KeypointData.load(path)
+    np.savez(path, **{**vars(data), "keypoints": data.keypoints[:, :, 0]})
+    with pytest.raises(DataError, match=r"keypoints has shape \(60, 15\), not \(60, N, 2\)"):
+        KeypointData.load(path)
+    np.save(path.with_suffix(".npy"), data.images)
+    path.with_suffix(".npy").rename(path)
+    with pytest.raises(DataError, match=r"not an \.npz archive"):
+        KeypointData.load(path)
