@@ -104,3 +104,30 @@ def test_a_cache_missing_a_field_or_of_another_shape_is_refused(tiny: Competitio
     path.with_suffix(".npy").rename(path)
     with pytest.raises(DataError, match=r"not an \.npz archive"):
         KeypointData.load(path)
+
+
+# ------------------------------------------------------- 2: a run's arrays of another shape
+
+
+def test_an_oof_short_of_a_keypoint_is_refused_by_stack_and_reassembled_by_train(
+    tiny: Competition, cli
+) -> None:
+    run = tiny_run(tiny)
+    full = run.oof.copy()
+    np.save(run.folder.oof, full[:, :-1])
+    before = files_of(tiny.workspace.root)
+    result = cli("stack", TINY_NAME)
+    refused(result, DataError.exit_code, str(run.folder.oof), "(60, 14, 2), not (60, 15, 2)")
+    assert "kit train" in result.err
+    assert files_of(tiny.workspace.root) == before and not tiny.workspace.stacks.exists()
+    again = tiny_run(tiny)  # what the line says: the same run, assembled again from its folds
+    assert not again.reused and again.run_id == run.run_id
+    np.testing.assert_array_equal(again.oof, full)
+
+
+def test_a_damaged_fold_file_names_its_done_marker(tiny: Competition) -> None:
+    run = tiny_run(tiny)
+    run.folder.manifest.unlink()  # the run is assembled again from its folds' files
+    truncate(run.folder.arrays(1))
+    with pytest.raises(DataError, match=r"fold-1\.npz: cannot read.*delete .*fold-1\.done\.json"):
+        tiny_run(tiny)
