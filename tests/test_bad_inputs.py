@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_stack import TINY_NAME, one_torch_thread, tiny_competition, tiny_run  # noqa: F401
 
@@ -131,3 +132,35 @@ def test_a_damaged_fold_file_names_its_done_marker(tiny: Competition) -> None:
     truncate(run.folder.arrays(1))
     with pytest.raises(DataError, match=r"fold-1\.npz: cannot read.*delete .*fold-1\.done\.json"):
         tiny_run(tiny)
+
+
+# ----------------------------------------------------- 3: a fold outside the file's k
+
+
+def test_a_fold_outside_k_is_refused_and_kit_folds_writes_the_same_file_again(
+    tiny: Competition, cli
+) -> None:
+    path = tiny.workspace.folds_csv
+    original = path.read_bytes()
+    frame = pd.read_csv(path)
+    frame.loc[5, "fold"] = 3  # k is 3: folds 0..2
+    path.write_text(frame.to_csv(index=False))
+    before = files_of(tiny.workspace.root)
+    result = cli("train", TINY_NAME, "sp", *TINY_TRAIN)
+    rebuild = f"kit folds {TINY_NAME} --k 3 --seed 0 --group-by identity --force"
+    refused(result, DataError.exit_code, str(path), "row 5 has fold 3, outside 0..2", rebuild)
+    assert files_of(tiny.workspace.root) == before and not tiny.workspace.runs.exists()
+    assert cli(*rebuild.split()[1:]).code == 0
+    assert path.read_bytes() == original  # the same partition: runs made on it stay valid
+
+
+def test_an_empty_fold_is_refused(tiny: Competition) -> None:
+    from kit.data.arrays import KeypointData
+    from kit.data.folds import load_folds
+
+    path = tiny.workspace.folds_csv
+    frame = pd.read_csv(path)
+    frame.loc[frame["fold"] == 1, "fold"] = 0
+    path.write_text(frame.to_csv(index=False))
+    with pytest.raises(DataError, match=r"fold 1 has no rows \(the file's k is 3\)"):
+        load_folds(tiny, KeypointData.load(tiny.workspace.train_npz))
