@@ -15,7 +15,7 @@ import pytest
 from test_stack import TINY_NAME, one_torch_thread, tiny_competition, tiny_run  # noqa: F401
 
 from kit.competition import Competition
-from kit.errors import DataError
+from kit.errors import DataError, KitError
 from kit.workspace import SUBMISSIONS_ENV
 
 TINY_TRAIN = (
@@ -164,3 +164,40 @@ def test_an_empty_fold_is_refused(tiny: Competition) -> None:
     path.write_text(frame.to_csv(index=False))
     with pytest.raises(DataError, match=r"fold 1 has no rows \(the file's k is 3\)"):
         load_folds(tiny, KeypointData.load(tiny.workspace.train_npz))
+
+
+# ------------------------------------------------------ 4: output paths, checked first
+
+
+def test_predict_out_naming_a_file_or_a_folder_with_a_prediction_is_refused_first(
+    tiny: Competition, tmp_path: Path, cli
+) -> None:
+    """Refused before a source is even looked for (this work folder has no run)."""
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"never read")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "keypoints.csv").write_text("an earlier prediction")
+    before = files_of(tmp_path)
+    box = ("--box", "0,0,10,10")
+    as_file = cli("predict", TINY_NAME, photo, *box, "--out", a_file)
+    refused(as_file, KitError.exit_code, f"--out {a_file}: is a file, not a folder")
+    under_file = cli("predict", TINY_NAME, photo, *box, "--out", a_file / "sub")
+    refused(under_file, KitError.exit_code, f"{a_file} is a file, not a folder")
+    holding = cli("predict", TINY_NAME, photo, *box, "--out", earlier)
+    refused(holding, KitError.exit_code, f"--out {earlier}: already holds keypoints.csv")
+    assert files_of(tmp_path) == before and not tiny.workspace.predict.exists()
+
+
+def test_report_out_naming_a_folder_is_refused_before_the_report_is_built(
+    tiny: Competition, tmp_path: Path, cli
+) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    refused(
+        cli("report", TINY_NAME, "--out", folder),
+        KitError.exit_code,
+        f"--out {folder}: is a folder",
+    )
