@@ -201,3 +201,26 @@ def test_report_out_naming_a_folder_is_refused_before_the_report_is_built(
         KitError.exit_code,
         f"--out {folder}: is a folder",
     )
+
+
+# ------------------------------------------- 5: a --box bounded by the photo it frames
+
+
+def test_a_box_far_larger_than_the_photo_is_one_line_not_an_allocation(
+    tiny: Competition, tmp_path: Path, cli
+) -> None:
+    from PIL import Image
+
+    tiny_run(tiny)
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.full((90, 90), 128, np.uint8)).save(photo)
+    out = tmp_path / "new" / "deeper"
+    huge = "-50000,-50000,100045,100045"  # its centre (22.5, 22.5) lies inside the photo
+    result = cli("predict", TINY_NAME, photo, "--box", huge, "--out", out)
+    assert result.code == DataError.exit_code, result.err
+    assert f"{photo}: the box -50000,-50000 100045x100045 is over 2 times" in result.out
+    assert "at most 180x180" in result.out and "Traceback" not in result.err
+    assert not out.exists()
+    fitting = cli("predict", TINY_NAME, photo, "--box", "-20,-20,130,130", "--out", out)
+    assert fitting.code == 0, fitting.err  # an overhanging box is fine; --out's folders made
+    assert (out / "keypoints.csv").is_file()
