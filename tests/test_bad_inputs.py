@@ -7,6 +7,8 @@ KitError (exit 1)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +226,57 @@ def test_a_box_far_larger_than_the_photo_is_one_line_not_an_allocation(
     fitting = cli("predict", TINY_NAME, photo, "--box", "-20,-20,130,130", "--out", out)
     assert fitting.code == 0, fitting.err  # an overhanging box is fine; --out's folders made
     assert (out / "keypoints.csv").is_file()
+
+
+# ------------------------------------------- 6: a run manifest's fields, and what they hold
+
+
+def edit_manifest(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    path.write_text(json.dumps(data))
+
+
+def test_a_manifest_lacking_a_cv_field_is_one_line_in_every_command_listing_runs(
+    tiny: Competition, submissions: Path, cli
+) -> None:
+    from kit.store import list_runs
+
+    run = tiny_run(tiny)
+    edit_manifest(run.folder.manifest, cv__overall=None)
+    before = files_of(tiny.workspace.root)
+    said = (str(run.folder.manifest), "cv.overall is missing, not a finite number", "kit train")
+    for command in (("report", TINY_NAME), ("stack", TINY_NAME), ("submit", TINY_NAME)):
+        refused(cli(*command, "--dry-run") if command[0] == "submit" else cli(*command),
+                DataError.exit_code, *said)  # fmt: skip
+    assert files_of(tiny.workspace.root) == before and not submissions.exists()
+    again = tiny_run(tiny)  # what the line says: the manifest is written again
+    assert not again.reused and [r.run_id for r in list_runs(tiny)] == [run.run_id]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [({"seed": "zero"}, "manifest field seed is 'zero', not a whole number"),
+     ({"cv__overall": "nan"}, "cv.overall is 'nan', not a finite number"),
+     ({"train_seconds": True}, "train_seconds is True, not a finite number"),
+     ({"keypoint_indices": [0, 1]}, "has 15 keypoint names for 2 indices"),
+     ({"folds__trained": None}, "folds.trained is not a list of fold numbers")],
+)  # fmt: skip
+def test_a_manifest_field_of_the_wrong_kind_is_named(
+    tiny: Competition, change: dict, said: str
+) -> None:
+    from kit.store import list_runs
+
+    run = tiny_run(tiny)
+    edit_manifest(run.folder.manifest, **change)
+    with pytest.raises(DataError, match=re.escape(said)) as caught:
+        list_runs(tiny)
+    assert str(caught.value).startswith(str(run.folder.manifest))

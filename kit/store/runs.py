@@ -187,7 +187,12 @@ def load_run(comp: Competition, run_id: str) -> RunResult:
 
 
 def list_runs(comp: Competition) -> list[RunResult]:
-    """Every finished run of `comp`, best CV score first."""
+    """Every finished run of `comp`, best CV score first.
+
+    A manifest that does not read back (unreadable, a field missing or of the wrong kind) is
+    refused, not skipped: one DataError naming it and RunManifest.REDO, so that every command
+    listing runs (report, stack, submit, predict, pseudo) says so alike, and none silently
+    picks from fewer runs than the folder holds."""
     root = comp.workspace.runs
     runs = [
         RunResult(p.parent.name, p.parent, RunManifest.load(p), reused=True)
