@@ -280,3 +280,24 @@ def test_a_manifest_field_of_the_wrong_kind_is_named(
     with pytest.raises(DataError, match=re.escape(said)) as caught:
         list_runs(tiny)
     assert str(caught.value).startswith(str(run.folder.manifest))
+
+
+# ------------------------------------------------ 7: a source of another competition
+
+
+def test_predict_from_a_run_of_another_competition_names_both(
+    tiny: Competition, tmp_path: Path, cli
+) -> None:
+    from kit.competition import load_competition
+
+    run = tiny_run(tiny)
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"never read")
+    before = files_of(tmp_path)
+    result = cli("predict", "imm-58", photo, "--box", "0,0,10,10", "--from", run.path)
+    said = f"run {run.run_id} ({run.path}) is a run of {TINY_NAME}, not of imm-58"
+    refused(result, KitError.exit_code, said)
+    assert files_of(tmp_path) == before
+    assert not load_competition("imm-58").workspace.root.exists()
+    submitted = cli("submit", "imm-58", "--dry-run", "--from", run.path)
+    refused(submitted, KitError.exit_code, said)
