@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import kit
 from kit import workspace
@@ -41,6 +40,7 @@ from kit.store import RunResult, list_runs
 from kit.store.files import read_json, sha256_file
 from kit.store.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
 from kit.store.predictions import SavedPredictions
+from kit.store.stacks import read_table
 
 NO_SUBSET_SOURCE = ("none", "same", "off")  # --subset-from values that turn the split off
 
@@ -160,7 +160,7 @@ def _folder_source(path: Path) -> Source:
     kind = manifest_kind(data)[0] or ("stack" if "stack_id" in data else "run")
     if kind == "stack":
         stack = StackManifest.from_json(data, manifest)
-        table = pd.read_csv(path / "table.csv")
+        table = read_table(path)
         return Source("stack", stack.stack_id, StackResult(stack.stack_id, path, stack, table))
     run = RunManifest.from_json(data, manifest)
     return Source("run", run.run_id, RunResult(run.run_id, path, run))

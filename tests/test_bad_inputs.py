@@ -301,3 +301,20 @@ def test_predict_from_a_run_of_another_competition_names_both(
     assert not load_competition("imm-58").workspace.root.exists()
     submitted = cli("submit", "imm-58", "--dry-run", "--from", run.path)
     refused(submitted, KitError.exit_code, said)
+
+
+# ------------------------------------------- the class: every file read back is checked
+
+
+def test_a_damaged_done_marker_or_stack_table_is_one_line(tiny: Competition, cli) -> None:
+    from kit.stack import stack
+
+    run = tiny_run(tiny)
+    stacked = stack(tiny, [run])
+    (stacked.path / "table.csv").write_bytes(b"")
+    said = (f"{stacked.path / 'table.csv'}: cannot read the table", "rerun `kit stack`")
+    refused(cli("submit", TINY_NAME, "--dry-run"), DataError.exit_code, *said)
+    run.folder.manifest.unlink()
+    run.folder.marker(0).write_text("{not json")
+    with pytest.raises(DataError, match=r"fold-0\.done\.json: cannot read .*delete it"):
+        tiny_run(tiny)

@@ -125,7 +125,16 @@ class RunFolder:
         return sorted(int(name.split("-")[1].split(".")[0]) for name in names)
 
     def fold_record(self, fold: int) -> FoldRecord:
-        return FoldRecord.from_json(read_json(self.marker(fold)))
+        path = self.marker(fold)
+        try:
+            data = read_json(path)
+            return FoldRecord.from_json(data)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # not a marker's JSON
+            raise DataError(
+                f"cannot read the fold's done marker: {exc}",
+                path=path,
+                hint="delete it and rerun `kit train` with the run's settings",
+            ) from exc
 
     def write_fold_record(self, record: FoldRecord) -> None:
         """The done marker: written last, after the fold's .pt and .npz."""
