@@ -214,7 +214,7 @@ def test_runs_on_other_folds_are_named(fkd: Competition) -> None:
     for run_id, sha in (("old-run", "0" * 64), ("new-run", current["folds_sha256"])):
         RunManifest(
             run_id, "facial-keypoints", "lenet", {}, "masked", {}, [], [], "rmse", 0,
-            {"sha256": sha}, {}, {"overall": 1.0}, {}, {}, {}, 1.0, "code",
+            {"sha256": sha, "trained": [0, 1, 2]}, {}, {"overall": 1.0}, {}, {}, {}, 1.0, "code",
         ).write(fkd.workspace.runs / run_id / "manifest.json")  # fmt: skip
     assert runs_on_other_folds(fkd) == ["old-run"]
 
