@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 import kit
 from kit import workspace
@@ -41,6 +40,7 @@ from kit.store import RunResult, list_runs
 from kit.store.files import read_json, sha256_file
 from kit.store.manifests import RunManifest, StackManifest, SubmissionManifest, manifest_kind
 from kit.store.predictions import SavedPredictions
+from kit.store.stacks import read_table
 
 NO_SUBSET_SOURCE = ("none", "same", "off")  # --subset-from values that turn the split off
 
@@ -129,13 +129,13 @@ def resolve_source(comp: Competition, name: str | Path) -> Source:
     """A run or stack by id, unique id prefix, or folder path."""
     path = Path(name)
     if (path / "manifest.json").is_file():
-        return _folder_source(path)
+        return _same_competition(comp, _folder_source(path))
     text = str(name).strip()
     sources = list_sources(comp)
     exact = [s for s in sources if s.id == text]
     matches = exact or [s for s in sources if s.id.startswith(text)]
     if len(matches) == 1:
-        return matches[0]
+        return _same_competition(comp, matches[0])  # a folder copied in from elsewhere
     known = ", ".join(s.id for s in sources[:8]) or "none"
     if not matches:
         raise KitError(
@@ -150,14 +150,32 @@ def resolve_source(comp: Competition, name: str | Path) -> Source:
 
 def _folder_source(path: Path) -> Source:
     """A run or stack folder given by path (it may lie outside the work folder)."""
-    data = read_json(path / "manifest.json")
+    manifest = path / "manifest.json"
+    try:
+        data = read_json(manifest)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the manifest: {exc}", path=manifest) from exc
+    if not isinstance(data, dict):
+        raise DataError("the manifest is not a JSON object", path=manifest)
     kind = manifest_kind(data)[0] or ("stack" if "stack_id" in data else "run")
     if kind == "stack":
-        stack = StackManifest.from_json(data, path / "manifest.json")
-        table = pd.read_csv(path / "table.csv")
+        stack = StackManifest.from_json(data, manifest)
+        table = read_table(path)
         return Source("stack", stack.stack_id, StackResult(stack.stack_id, path, stack, table))
-    run = RunManifest.from_json(data, path / "manifest.json")
+    run = RunManifest.from_json(data, manifest)
     return Source("run", run.run_id, RunResult(run.run_id, path, run))
+
+
+def _same_competition(comp: Competition, source: Source) -> Source:
+    """A run or stack of another competition predicts other keypoints of other images."""
+    theirs = source.manifest.competition
+    if theirs != comp.name:
+        raise KitError(
+            f"{source.kind} {source.id} ({source.path}) is a {source.kind} of {theirs}, "
+            f"not of {comp.name}",
+            hint=f"give a run or stack of {comp.name} (`kit report {comp.name}` lists them)",
+        )
+    return source
 
 
 def default_source(comp: Competition) -> Source:

@@ -20,13 +20,15 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kit.errors import KitError
 
 WORK_ENV = "KIT_WORK"
 SUBMISSIONS_ENV = "KIT_SUBMISSIONS"
@@ -137,3 +139,40 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- output paths, checked first
+# A command checks where it will write before it does its work: a path that cannot be written
+# fails in one line, not in a traceback after the work, and nothing existing is overwritten
+# that the command did not write itself. Missing folders are created, as atomic_path does.
+
+
+def check_output_folder(path: Path, option: str, keep: Sequence[str] = ()) -> None:
+    """`path` (given as `option`) can be a folder to write in: it is one or can be made, and
+    holds none of the files `keep` (which the command would overwrite)."""
+    if path.exists() and not path.is_dir():
+        raise KitError(f"{option} {path}: is a file, not a folder", hint="give a folder")
+    _check_parents(path, option)
+    there = [name for name in keep if (path / name).exists()]
+    if there:
+        raise KitError(
+            f"{option} {path}: already holds {', '.join(there)}",
+            hint="give a new or empty folder, or move those files",
+        )
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """`path` (given as `option`) can be written as a file: not a folder, its parents
+    folders or makeable. The command's own output there is replaced (it is regenerated)."""
+    if path.is_dir():
+        raise KitError(f"{option} {path}: is a folder, not a file", hint="give a file name")
+    _check_parents(path.parent, option)
+
+
+def _check_parents(path: Path, option: str) -> None:
+    """The nearest existing ancestor of `path` is a folder (else it cannot be made)."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise KitError(f"{option} {path}: {parent} is a file, not a folder")
+            return

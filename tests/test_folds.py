@@ -120,7 +120,8 @@ def test_load_folds_checks_the_file_against_the_cache(fkd: Competition) -> None:
     assert np.array_equal(load_folds(fkd, data), written.folds["fold"])
 
     reordered = data.subset(np.arange(N)[::-1])
-    with pytest.raises(DataError, match=r"stale: row 0 .*re-run `kit folds facial-keypoints`"):
+    rerun = r"re-run `kit folds facial-keypoints --k 5 --seed 0 .*--force`"
+    with pytest.raises(DataError, match=r"stale: row 0 .*" + rerun):
         load_folds(fkd, reordered)
     with pytest.raises(DataError, match="has 150 rows but the cached train data has 149"):
         load_folds(fkd, data.subset(np.arange(N - 1)))
@@ -213,7 +214,7 @@ def test_runs_on_other_folds_are_named(fkd: Competition) -> None:
     for run_id, sha in (("old-run", "0" * 64), ("new-run", current["folds_sha256"])):
         RunManifest(
             run_id, "facial-keypoints", "lenet", {}, "masked", {}, [], [], "rmse", 0,
-            {"sha256": sha}, {}, {"overall": 1.0}, {}, {}, {}, 1.0, "code",
+            {"sha256": sha, "trained": [0, 1, 2]}, {}, {"overall": 1.0}, {}, {}, {}, 1.0, "code",
         ).write(fkd.workspace.runs / run_id / "manifest.json")  # fmt: skip
     assert runs_on_other_folds(fkd) == ["old-run"]
 

@@ -24,7 +24,7 @@ from kit.cli.output import (
 from kit.competition import Competition, load_competition
 from kit.console import console, err_console
 from kit.track import leaderboard_slug, loop, schedule
-from kit.workspace import submissions_dir
+from kit.workspace import check_output_file, check_output_folder, submissions_dir
 
 if TYPE_CHECKING:
     from kit.track import views
@@ -182,6 +182,7 @@ def plot_command(
 
     comp = _tracked(competition)
     folder = out or comp.workspace.root / "track"
+    check_output_folder(folder, "--out")  # its charts are replaced; it must be a folder
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         charts = plots.write_charts(store, _overview(comp, store, team, submissions), folder, top_k)
     for chart in charts:
@@ -204,6 +205,8 @@ def report_command(
 
     comp = _tracked(competition)
     folder = comp.workspace.root / "track"
+    if out is not None:
+        check_output_file(out, "--out")
     with TrackStore.existing(comp.workspace.root, comp.name) as store:
         ov = _overview(comp, store, team, submissions)
         charts = plots.write_charts(store, ov, folder, top_k)

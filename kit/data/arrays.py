@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.errors import DataError
+from kit.store.files import check_shape, read_npz
 from kit.workspace import save_npz
 
 FIELDS = ("images", "keypoints", "ids", "groups", "to_original")
@@ -67,10 +68,34 @@ class KeypointData:
 
     @classmethod
     def load(cls, path: Path) -> KeypointData:
+        """A split cached by `kit fetch`, refused (one line naming it) when it is damaged."""
         if not path.is_file():
             raise DataError("no cached arrays", path=path, hint="run `kit fetch` first")
-        with np.load(path) as z:
-            return cls(**{name: z[name] for name in FIELDS})
+        redo = _refetch(path)
+        arrays = read_npz(path, FIELDS, redo)
+        n = len(arrays["images"]) if arrays["images"].ndim else 0
+        for name, shape in _SHAPES.items():
+            check_shape(path, name, arrays[name], [n if s == "N" else s for s in shape], redo)
+        if arrays["images"].dtype != np.uint8:
+            raise DataError(f"images are {arrays['images'].dtype}, not uint8", path=path, hint=redo)
+        return cls(**arrays)
+
+
+# Each field's shape in a cached split ("N": the rows, None: any length).
+_SHAPES: dict[str, tuple[int | str | None, ...]] = {
+    "images": ("N", None, None),
+    "keypoints": ("N", None, 2),
+    "ids": ("N",),
+    "groups": ("N",),
+    "to_original": ("N", 2, 3),
+}
+
+
+def _refetch(path: Path) -> str:
+    """What rebuilds a cached split: `kit fetch` of its competition (work/<comp>/cache/...),
+    which rebuilds a cache whose checksum no longer matches."""
+    name = path.parent.parent.name if path.parent.name == "cache" else "COMPETITION"
+    return f"rebuild it with `kit fetch {name}`"
 
 
 def identity_transforms(n: int) -> np.ndarray:

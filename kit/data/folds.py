@@ -274,7 +274,7 @@ def runs_on_other_folds(comp: Competition) -> list[str]:
 def load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
     """(N,) fold per row of `data`, after checking the file belongs to exactly these rows."""
     path = comp.workspace.folds_csv
-    rerun = f"re-run `kit folds {comp.name}`"
+    rerun = f"re-run `{rebuild_command(comp)}`"
     if not path.is_file():
         raise DataError("no folds file", path=path, hint=f"run `kit folds {comp.name}` first")
     try:
@@ -304,4 +304,51 @@ def load_folds(comp: Competition, data: KeypointData) -> np.ndarray:
         raise DataError(
             "folds file has a fold that is not a whole number >= 0", path=path, hint=rerun
         )
-    return folds.astype(np.int64)
+    folds = folds.astype(np.int64)
+    _check_fold_numbers(path, folds, _file_k(comp, folds), rerun)
+    return folds
+
+
+def _file_k(comp: Competition, folds: np.ndarray) -> int:
+    """The k the folds file was made with (folds.json, even when the CSV was edited since),
+    else the number of folds it names."""
+    k = _written_settings(comp).get("k")
+    return k if isinstance(k, int) and k >= 1 else len(np.unique(folds))
+
+
+def _check_fold_numbers(path: Path, folds: np.ndarray, k: int, rerun: str) -> None:
+    """Every fold in 0..k-1 and none empty: else a run would train on an empty fold and
+    score NaN, yet count as complete."""
+    outside = np.flatnonzero(folds >= k)
+    if len(outside):
+        row = int(outside[0])
+        raise DataError(
+            f"row {row} has fold {folds[row]}, outside 0..{k - 1} (the file's k is {k}; "
+            f"{len(outside)} rows outside)",
+            path=path,
+            hint=rerun,
+        )
+    empty = sorted(set(range(k)) - set(folds.tolist()))
+    if empty:
+        raise DataError(f"fold {empty[0]} has no rows (the file's k is {k})", path=path, hint=rerun)
+
+
+def _written_settings(comp: Competition) -> dict[str, Any]:
+    """folds.json as written, whether or not the CSV still matches it ({}: none, unreadable)."""
+    try:
+        stored = read_json(_meta_path(comp))
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def rebuild_command(comp: Competition) -> str:
+    """The `kit folds` call that writes the folds file again as it was made (its k, seed and
+    grouping from folds.json): the same partition, so runs made on it stay valid."""
+    stored = _written_settings(comp)
+    words = ["kit folds", comp.name]
+    for option, name in (("--k", "k"), ("--seed", "seed"), ("--group-by", "group_by")):
+        value = stored_setting(stored, name) if stored else None
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            words.append(f"{option} {value}")
+    return " ".join([*words, "--force"])

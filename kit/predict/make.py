@@ -28,7 +28,7 @@ from kit.predict.output import (
 from kit.predict.photos import Failed, Framed, frame_photo, photo_plugin, read_photo
 from kit.progress import Event, OnEvent, ignore
 from kit.submit import Source, default_source, resolve_source
-from kit.workspace import write_json
+from kit.workspace import check_output_folder, write_json
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,18 @@ def predict_photos(
     A competition whose network sees a face takes `box` (x, y, w, h, every photo), else the
     largest face `detector` finds (default: OpenCV's Haar cascade). A photo that cannot be
     read or framed is reported (an event) and skipped; a KitError only when none is left.
-    Files go to `out`, else a new time-stamped folder under work/<comp>/predict/.
+    Files go to `out`, else a new time-stamped folder under work/<comp>/predict/; `out` is
+    checked first: a file, or a folder already holding a prediction's files, is refused.
     """
+    paths = [Path(image) for image in images]
+    if out is not None:
+        check_output_folder(Path(out), "--out", [CSV_NAME, JSON_NAME, *picture_names(paths)])
     chosen = resolve_source(comp, source) if source is not None else default_source(comp)
     plugin = photo_plugin(comp)
     if plugin.photo_needs_face(comp) and box is None and detector is None:
         detector = HaarDetector()  # before any photo: without OpenCV, one line for them all
     framed, failures = [], []
-    for number, path in enumerate(map(Path, images), 1):
+    for number, path in enumerate(paths, 1):
         try:
             done: Framed | Failed = frame_photo(path, comp, plugin, box, detector)
             framed.append(done)

@@ -90,14 +90,28 @@ def read_photo(path: Path) -> np.ndarray:
         raise DataError(f"cannot read the image: {reason}", path=path) from exc
 
 
+# A face box may overhang the photo (a face cut by its edge), but one far larger than the
+# photo frames mostly padding, and framing it would allocate its whole area.
+MAX_BOX_SCALE = 2.0
+
+
 def check_box(path: Path, box: Box, width: int, height: int) -> None:
-    """A box whose centre lies outside the photo frames nothing of it."""
+    """A box whose centre lies outside the photo frames nothing of it; one over
+    MAX_BOX_SCALE times the photo's width or height frames mostly what is not there."""
     x, y, w, h = box
     if not (0 <= x + w / 2 <= width and 0 <= y + h / 2 <= height):
         raise DataError(
             f"the box {describe_box(box)} lies outside the {width}x{height} photo",
             path=path,
             hint="--box x,y,w,h in the photo's pixels, its centre inside the photo",
+        )
+    if w > MAX_BOX_SCALE * width or h > MAX_BOX_SCALE * height:
+        raise DataError(
+            f"the box {describe_box(box)} is over {MAX_BOX_SCALE:g} times the size of the "
+            f"{width}x{height} photo",
+            path=path,
+            hint=f"--box x,y,w,h in the photo's pixels, at most {MAX_BOX_SCALE * width:g}x"
+            f"{MAX_BOX_SCALE * height:g}",
         )
 
 

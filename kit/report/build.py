@@ -8,7 +8,7 @@ from kit.competition import Competition
 from kit.report.page import render_page
 from kit.report.pictures import Faces
 from kit.report.records import read_work_folder
-from kit.workspace import write_text
+from kit.workspace import check_output_file, write_text
 
 REPORT_FILE = "report.html"
 
@@ -16,6 +16,8 @@ REPORT_FILE = "report.html"
 def build_report(comp: Competition, out: Path | None = None) -> Path:
     """Write one self-contained HTML page about what was trained for `comp` (default
     work/COMP/report.html); returns its path. Nothing to report is a KitError."""
+    if out is not None:
+        check_output_file(out, "--out")  # before the work: not after it
     folder = read_work_folder(comp)
     faces = Faces(comp.workspace.train_npz)  # draws the worst faces not on disk
     path = out or comp.workspace.root / REPORT_FILE

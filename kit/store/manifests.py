@@ -10,11 +10,14 @@ Nested parts (scores, settings, provenance) stay plain JSON objects: their keys 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from kit.errors import DataError
+from kit.store.fields import check_scores, check_types, fits
 from kit.store.files import read_json
 from kit.workspace import write_json
 
@@ -70,7 +73,13 @@ class Manifest:
             raise DataError(
                 f"{cls.KIND} manifest lacks {', '.join(missing)}", path=path, hint=cls.REDO
             )
+        check_types(data, _field_types(cls), path, cls.REDO)
+        cls.check_content(data, path)
         return cls(**{name: data[name] for name in known if name in data})
+
+    @classmethod
+    def check_content(cls, data: Json, path: Path) -> None:
+        """What a kind's fields hold beyond their types (each kind adds its own)."""
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -84,6 +93,24 @@ class Manifest:
 
     def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)
+
+
+@functools.cache
+def _field_types(cls: type[Manifest]) -> dict[str, Any]:
+    """Each dataclass field's annotation, resolved (the ClassVars left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_columns(data: Json, path: Path, redo: str) -> None:
+    """A run's or stack's keypoints: one name per competition index, as its arrays' columns."""
+    names, indices = data["keypoints"], data["keypoint_indices"]
+    if len(names) != len(indices) or any(k < 0 for k in indices):
+        raise DataError(
+            f"manifest has {len(names)} keypoint names for {len(indices)} indices",
+            path=path,
+            hint=redo,
+        )
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -131,6 +158,18 @@ class RunManifest(Manifest):
     torch: str = ""
     pseudo: Json = field(default_factory=dict)  # the pseudo-label set trained on ({}: none)
 
+    @classmethod
+    def check_content(cls, data: Json, path: Path) -> None:
+        check_scores(data["cv"], path, cls.REDO)
+        _check_columns(data, path, cls.REDO)
+        trained = data["folds"].get("trained")
+        if not fits(trained, list[int]):
+            raise DataError(
+                "manifest field folds.trained is not a list of fold numbers",
+                path=path,
+                hint=cls.REDO,
+            )
+
 
 @dataclass(frozen=True)
 class StackManifest(Manifest):
@@ -156,12 +195,18 @@ class StackManifest(Manifest):
     lightgbm: Json = field(default_factory=dict)
     picks_per_fold: Json = field(default_factory=dict)
     ridge_weights: Json = field(default_factory=dict)
-    fallbacks_to_blend: list[str] = field(default_factory=list)
+    # keypoint -> how many meta-models fell back to the blend (older stacks: the keypoints)
+    fallbacks_to_blend: dict[str, int] | list[str] = field(default_factory=dict)
     lightgbm_rounds: Json = field(default_factory=dict)
     min_meta_rows: int = 0
     seconds: float = 0.0
     lightgbm_version: str = ""
     meta_models: Json = field(default_factory=dict)  # format, files: {path: sha256} ({}: none)
+
+    @classmethod
+    def check_content(cls, data: Json, path: Path) -> None:
+        check_scores(data["cv"], path, cls.REDO)
+        _check_columns(data, path, cls.REDO)
 
 
 @dataclass(frozen=True)

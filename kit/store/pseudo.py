@@ -24,7 +24,7 @@ import numpy as np
 
 from kit.competition import Competition
 from kit.errors import DataError, KitError
-from kit.store.files import sha256_json
+from kit.store.files import read_npz, sha256_json
 from kit.store.manifests import PseudoManifest
 from kit.workspace import save_npz
 
@@ -51,8 +51,8 @@ class PseudoResult:
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / LABELS) as z:
-            return {name: z[name] for name in ("train", "source", "test")}
+        fields = ("train", "source", "test")
+        return read_npz(self.path / LABELS, fields, self.manifest.REDO)  # checked as read
 
     @property
     def strict(self) -> bool:

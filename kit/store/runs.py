@@ -28,8 +28,8 @@ from typing import Any, Self
 import numpy as np
 
 from kit.competition import Competition
-from kit.errors import KitError
-from kit.store.files import read_json, sha256_json
+from kit.errors import DataError, KitError
+from kit.store.files import read_json, read_npy, sha256_json
 from kit.store.manifests import RunManifest
 from kit.store.predictions import SavedPredictions
 from kit.workspace import write_json
@@ -125,15 +125,32 @@ class RunFolder:
         return sorted(int(name.split("-")[1].split(".")[0]) for name in names)
 
     def fold_record(self, fold: int) -> FoldRecord:
-        return FoldRecord.from_json(read_json(self.marker(fold)))
+        path = self.marker(fold)
+        try:
+            data = read_json(path)
+            return FoldRecord.from_json(data)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # not a marker's JSON
+            raise DataError(
+                f"cannot read the fold's done marker: {exc}",
+                path=path,
+                hint="delete it and rerun `kit train` with the run's settings",
+            ) from exc
 
     def write_fold_record(self, record: FoldRecord) -> None:
         """The done marker: written last, after the fold's .pt and .npz."""
         write_json(self.marker(record.fold), record.to_json())
 
     def finished(self, folds: list[int]) -> bool:
-        """Whether the manifest exists and was assembled from exactly `folds`."""
-        return self.manifest.is_file() and RunManifest.load(self.manifest).folds["trained"] == folds
+        """Whether the manifest exists and was assembled from exactly `folds`, and it and the
+        run's arrays read back. A damaged one is not finished: `kit train` assembles the run
+        again from its folds' files (what RunManifest.REDO tells the user)."""
+        if not self.manifest.is_file():
+            return False
+        try:
+            run = RunResult(self.run_id, self.path, RunManifest.load(self.manifest))
+            return run.manifest.folds.get("trained") == folds and run.arrays_read()
+        except DataError:
+            return False
 
 
 def done_folds(path: Path) -> list[int]:
@@ -158,7 +175,13 @@ class RunResult(SavedPredictions):
 
     @cached_property
     def oof_folds(self) -> np.ndarray:
-        return np.load(self.folder.oof_folds)
+        """(N,) the fold whose model predicted each OOF row (-1: none)."""
+        return read_npy(self.folder.oof_folds, (self.rows("train_rows"),), self.manifest.REDO)
+
+    def arrays_read(self) -> bool:
+        """True once oof.npy, test.npy and oof_folds.npy read back as the manifest says (a
+        DataError naming the first that does not)."""
+        return all(a is not None for a in (self.oof, self.test, self.oof_folds))
 
 
 def load_run(comp: Competition, run_id: str) -> RunResult:
@@ -173,7 +196,12 @@ def load_run(comp: Competition, run_id: str) -> RunResult:
 
 
 def list_runs(comp: Competition) -> list[RunResult]:
-    """Every finished run of `comp`, best CV score first."""
+    """Every finished run of `comp`, best CV score first.
+
+    A manifest that does not read back (unreadable, a field missing or of the wrong kind) is
+    refused, not skipped: one DataError naming it and RunManifest.REDO, so that every command
+    listing runs (report, stack, submit, predict, pseudo) says so alike, and none silently
+    picks from fewer runs than the folder holds."""
     root = comp.workspace.runs
     runs = [
         RunResult(p.parent.name, p.parent, RunManifest.load(p), reused=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from kit.competition import Competition
-from kit.errors import KitError
+from kit.errors import DataError, KitError
 from kit.store.manifests import StackManifest
 from kit.store.predictions import SavedPredictions
 
@@ -34,10 +34,19 @@ def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackRe
     if not (path / "manifest.json").is_file():
         known = ", ".join(s.stack_id for s in list_stacks(comp)) or "none"
         raise KitError(f"no finished stack {stack_id!r} for {comp.name}", hint=f"stacks: {known}")
-    table = pd.read_csv(path / "table.csv")
-    return StackResult(
-        stack_id, path, StackManifest.load(path / "manifest.json"), table, reused=reused
-    )
+    manifest = StackManifest.load(path / "manifest.json")
+    return StackResult(stack_id, path, manifest, read_table(path), reused=reused)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A stack folder's table.csv (its methods' scores), a DataError when it does not read."""
+    table = path / "table.csv"
+    try:
+        return pd.read_csv(table)
+    except (OSError, ValueError) as exc:  # pandas' parser and empty-data errors are ValueErrors
+        raise DataError(
+            f"cannot read the table: {exc}", path=table, hint=StackManifest.REDO
+        ) from exc
 
 
 def list_stacks(comp: Competition) -> list[StackResult]:

@@ -9,6 +9,7 @@ and ``state_dict``.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 
 from kit.competition import Competition
 from kit.errors import DataError
+from kit.store.files import check_shape, read_npz
 from kit.store.runs import RUN_FORMAT, FoldRecord, RunFolder, RunResult
 from kit.training.config import RunConfig, run_speed
 from kit.training.flip import flip_permutation
@@ -77,8 +79,19 @@ def save_fold(
 
 
 def load_fold_arrays(folder: RunFolder, fold: int) -> FoldArrays:
-    with np.load(folder.arrays(fold)) as z:
-        return FoldArrays(z["rows"], z["oof"], z["test"])
+    """A done fold's predictions, checked: a damaged file is a DataError naming it."""
+    path = folder.arrays(fold)
+    redo = retrain_fold(folder, fold)
+    z = read_npz(path, ("rows", "oof", "test"), redo)
+    check_shape(path, "rows", z["rows"], (None,), redo)
+    check_shape(path, "oof", z["oof"], (len(z["rows"]), None, 2), redo)
+    check_shape(path, "test", z["test"], (None, z["oof"].shape[1], 2), redo)
+    return FoldArrays(z["rows"], z["oof"], z["test"])
+
+
+def retrain_fold(folder: RunFolder, fold: int) -> str:
+    """What trains a damaged fold again: without its done marker the fold is not done."""
+    return f"delete {folder.marker(fold)} and rerun `kit train` with the run's settings"
 
 
 def load_fold_model(
@@ -92,8 +105,8 @@ def load_fold_model(
     model settings that hold no weights (e.g. ``{"decode": "dark"}`` for a heatmap model)."""
     from kit.models import create_model
 
-    path = RunFolder(run_path).checkpoint(fold)
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    folder = RunFolder(run_path)
+    checkpoint = _read_checkpoint(folder, fold, device)
     sub = checkpoint["submodels"][submodel]
     model = create_model(
         checkpoint["family"],
@@ -103,6 +116,22 @@ def load_fold_model(
     )
     model.load_state_dict(sub["state_dict"])
     return model.to(device).eval()
+
+
+def _read_checkpoint(folder: RunFolder, fold: int, device: str) -> dict[str, Any]:
+    """fold-<k>.pt as saved by `save_fold`; a truncated or foreign file is a DataError."""
+    path = folder.checkpoint(fold)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"cannot read the checkpoint: {reason}", path=path, hint=retrain_fold(folder, fold)
+        ) from exc
+    keys = ("family", "model_hparams", "input_size", "submodels")
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in keys):
+        raise DataError("not a kit checkpoint", path=path, hint=retrain_fold(folder, fold))
+    return checkpoint
 
 
 @torch.no_grad()

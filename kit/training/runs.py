@@ -193,14 +193,16 @@ def open_run(
     if set(requested) <= set(found) and folder.finished(found):
         manifest = RunManifest.load(folder.manifest)
         return RunResult(identity.run_id, folder.path, manifest, reused=True, resumed_folds=found)
+    # every input read and checked before the run's folder is made: a bad one leaves nothing
+    test = identity.test or _load_split(comp, comp.workspace.test_npz)
+    torch_device = resolve_device(device)
     folder.path.mkdir(parents=True, exist_ok=True)
     if not folder.config.is_file():
         described = {"run_id": identity.run_id, **identity.config.to_dict()}
         write_json(folder.config, {**described, **identity.plan.describe()})
-    test = identity.test or _load_split(comp, comp.workspace.test_npz)
     ctx = RunContext(
         comp, identity.config, identity.plan, identity.data, test, identity.folds,
-        resolve_device(device), folder, identity.inputs, on_event, pseudo, identity.routing,
+        torch_device, folder, identity.inputs, on_event, pseudo, identity.routing,
     )  # fmt: skip
     return OpenRun(spec, ctx, identity.run_id, requested, found, started, pictures)
 
