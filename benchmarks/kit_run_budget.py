@@ -4,6 +4,7 @@ Kaggle simulator (public half), one row per budget.
     python benchmarks/kit_run_budget.py --budgets 30m [--competition facial-keypoints]
         [--data ../shared/data] [--extra "--families lenet"]
 
+imm-58 has no Kaggle page: its rows give CV alone (no --upload, no public score).
 Each budget runs `python -m kit run ...` as a user would (its own KIT_WORK and KIT_SUBMISSIONS
 under a temp folder), then reads the submission manifest, the plan (work/COMP/plan.json) and the
 public score. Run one budget at a time on an otherwise idle machine: the wall time is the claim.
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ (sim.py)
 from sim import SIM, score_of, start_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"facial-keypoints": "fkd-proxy", "ibug-68": "ibug-68-proxy"}
+SOURCES = {"facial-keypoints": "fkd-proxy", "ibug-68": "ibug-68-proxy", "imm-58": "imm-58-proxy"}
 SLUGS = {
     "facial-keypoints": "facial-keypoints-detection",
     "ibug-68": "cs194-26-fall-2021-project-5",
@@ -36,7 +37,7 @@ SLUGS = {
 def run_budget(comp: str, budget: str, data: Path, work: Path, extra: list[str]) -> dict[str, Any]:
     env = dict(os.environ, KIT_WORK=str(work / "work"), KIT_SUBMISSIONS=str(work / "subs"))
     command = [sys.executable, "-m", "kit", "run", comp, "--from", str(data / SOURCES[comp])]
-    command += ["--budget", budget, "--upload", *extra]
+    command += ["--budget", budget, *(["--upload"] if comp in SLUGS else []), *extra]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
@@ -52,7 +53,7 @@ def run_budget(comp: str, budget: str, data: Path, work: Path, extra: list[str])
         "budget": budget,
         "wall_s": round(wall),
         "cv": manifest["cv_score"],
-        "public": score_of(SLUGS[comp], manifest["kaggle_ref"]),
+        "public": score_of(SLUGS[comp], manifest["kaggle_ref"]) if comp in SLUGS else None,
         "source": manifest["source"]["id"],
         "runs": manifest["runs"],
         "plan": plan,
@@ -90,8 +91,8 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['budget']} | failed: exit {r['exit_code']} | | | |")
             continue
-        print(f"| {r['budget']} | {r['wall_s']} | {r['cv']:.4f} | {r['public']:.4f} | "
-              f"{len(r['runs'])} |")  # fmt: skip
+        public = "-" if r["public"] is None else f"{r['public']:.4f}"
+        print(f"| {r['budget']} | {r['wall_s']} | {r['cv']:.4f} | {public} | {len(r['runs'])} |")
     print(f"work: {root}")
 
 
