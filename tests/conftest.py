@@ -84,3 +84,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh submissions folder for the test (KIT_SUBMISSIONS)."""
+    from kit.workspace import SUBMISSIONS_ENV
+
+    folder = tmp_path / "submissions"
+    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
+    return folder

@@ -18,7 +18,6 @@ from test_stack import TINY_NAME, one_torch_thread, tiny_competition, tiny_run  
 
 from kit.competition import Competition
 from kit.errors import DataError, KitError
-from kit.workspace import SUBMISSIONS_ENV
 
 TINY_TRAIN = (
     "--epochs", "1", "--device", "cpu", "--set", "hidden=16", "--set", "batch_size=16",
@@ -26,11 +25,7 @@ TINY_TRAIN = (
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "submissions"
-    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
-    return folder
+pytestmark = pytest.mark.usefixtures("submissions")  # conftest: a fresh folder
 
 
 @pytest.fixture

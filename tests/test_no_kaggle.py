@@ -23,7 +23,6 @@ from kit.store.manifests import SubmissionManifest
 from kit.submit import make_submission
 from kit.track.snapshot import take_snapshot
 from kit.track.views import read_manifests
-from kit.workspace import SUBMISSIONS_ENV
 
 NAME = "toy"
 SLUG_LINE = re.compile(r'(?m)^kaggle_slug = "[^"]*"\n')
@@ -37,11 +36,7 @@ def without_slug(toml: str, slug_line: str = "") -> str:
     return text
 
 
-@pytest.fixture(autouse=True)
-def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "submissions"
-    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
-    return folder
+pytestmark = pytest.mark.usefixtures("submissions")  # conftest: a fresh folder
 
 
 @pytest.fixture

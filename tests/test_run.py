@@ -23,17 +23,12 @@ from kit.planning import PortfolioEntry, planner
 from kit.planning import stage as planning_stage
 from kit.planning.budget import RunBudget, split_budget, stack_seconds_estimate
 from kit.planning.fixed_epochs import choose_finals, finals_seconds, search_round_robin
-from kit.workspace import SUBMISSIONS_ENV
 
 TINY_DEMO = ("--budget", "5s", "--train-rows", "48", "--test-rows", "9", "--size", "32")
 TINY_DEMO += ("--epochs", "1", "--folds", "3", "--families", "sp")
 
 
-@pytest.fixture(autouse=True)
-def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "submissions"
-    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
-    return folder
+pytestmark = pytest.mark.usefixtures("submissions")  # conftest: a fresh folder
 
 
 # ------------------------------------------------------------------------- the budget

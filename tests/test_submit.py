@@ -22,14 +22,8 @@ from kit.fetch import fetch
 from kit.kaggle import RetryPolicy
 from kit.submit import make_submission, submissions_dir
 from kit.track.views import read_manifests
-from kit.workspace import SUBMISSIONS_ENV
 
-
-@pytest.fixture(autouse=True)
-def submissions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "submissions"
-    monkeypatch.setenv(SUBMISSIONS_ENV, str(folder))
-    return folder
+pytestmark = pytest.mark.usefixtures("submissions")  # conftest: a fresh folder
 
 
 @pytest.fixture
