@@ -136,17 +136,7 @@ def _plan_at(
     max_seeds: int,
     student_factor: float = 0.0,
 ) -> Plan:
-    """Plan without the runs the evidence says are too weak (rule 5), again until none is."""
-    weak: list[tuple[str, str]] = []
-    while True:
-        names = {n for n, _ in weak}
-        kept = [c for c in candidates if c.entry.name not in names]
-        chosen, skipped = _choose(kept, seconds, folds, student_factor)
-        found = _too_weak(chosen)
-        if not found:
-            break
-        weak += found
-    chosen, left = chosen
+    chosen, left, skipped = _choose_by_evidence(candidates, seconds, folds, student_factor)
     runs = [_run(c, epochs, 0, folds) for c, epochs in chosen]
     search = _search(chosen, left, folds)
     left -= search.seconds if search else 0.0
@@ -159,17 +149,33 @@ def _plan_at(
         folds=folds,
         seconds=seconds,
         runs=tuple(runs),
-        skipped=tuple(skipped + weak),
+        skipped=tuple(skipped),
         search=search,
     )
 
 
-Chosen = tuple[list[tuple[Candidate, int]], float]  # (candidate, epochs) each; seconds left
+Chosen = list[tuple[Candidate, int]]  # (candidate, epochs) each
+
+
+def _choose_by_evidence(
+    candidates: list[Candidate], seconds: float, folds: int, student_factor: float
+) -> tuple[Chosen, float, list[tuple[str, str]]]:
+    """Rules 1-5: the runs chosen and widened, again without those the evidence says are too
+    weak, until none is; with the seconds left and every skipped run's why."""
+    weak: list[tuple[str, str]] = []
+    while True:
+        names = {n for n, _ in weak}
+        kept = [c for c in candidates if c.entry.name not in names]
+        (chosen, left), skipped = _choose(kept, seconds, folds, student_factor)
+        found = _too_weak(chosen)
+        if not found:
+            return chosen, left, skipped + weak
+        weak += found
 
 
 def _choose(
     candidates: list[Candidate], seconds: float, folds: int, student_factor: float
-) -> tuple[Chosen, list[tuple[str, str]]]:
+) -> tuple[tuple[Chosen, float], list[tuple[str, str]]]:
     """Rules 1-4: the runs at their minimum in expected order, then widened."""
     chosen: list[tuple[Candidate, int]] = []
     skipped: list[tuple[str, str]] = []
@@ -189,7 +195,7 @@ def _choose(
 def _too_weak(chosen: Chosen) -> list[tuple[str, str]]:
     """The chosen runs expected to err more than MAX_SHARE_OF_BEST times the best run (rule 5),
     each with why."""
-    runs = [(c, e, c.entry.expected(e)) for c, e in chosen[0] if not c.student]
+    runs = [(c, e, c.entry.expected(e)) for c, e in chosen if not c.student]
     if not runs:
         return []
     best_c, _, best = min(runs, key=lambda r: r[2])
