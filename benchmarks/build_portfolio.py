@@ -4,7 +4,7 @@ search, every good configuration trained on every competition, then a zero-shot 
     python benchmarks/build_portfolio.py [--competitions facial-keypoints,ibug-68,imm-58]
         [--families heatmap,resnet,lenet,convbn] [--trials 24] [--epochs 30] [--top 2]
         [--size 6] [--budgets 10,30,100,300,1000,3000] [--device cpu] [--timeout 2h]
-        [--phases search,cross,select] [--work work/portfolio] [--out PATH]
+        [--phases search,cross,ladder,select] [--work work/portfolio] [--out PATH]
 
 Phases (each resumes where the last run stopped; the work folder keeps everything):
 1. search: per competition and family, `kit.tuning.tune` with the Hyperband pruner: epochs are
@@ -13,12 +13,18 @@ Phases (each resumes where the last run stopped; the work folder keeps everythin
 2. cross: the --top complete configurations of every family and competition, each trained on
    fold 0 of EVERY competition (content-addressed runs: a rerun reuses them), so that each has
    a learning curve and a cost per epoch everywhere.
-3. select: `kit.planning.zeroshot.select` over those curves, normalised per competition by its
+3. ladder: the best configuration of each family (its mean fold-0 score over the
+   competitions) scaled up and down in width, depth and heatmap stride (LADDER), each variant
+   trained like the cross phase, cheapest family first: a search at the highest fidelity
+   prunes the costly configurations long before their curves pay, and a faster machine needs
+   them in the portfolio.
+4. select: `kit.planning.zeroshot.select` over those curves, normalised per competition by its
    mean shape's fold-0 score, at each --budgets value (seconds of one fold's training): the
    set of configurations whose best member errs least on average, greedily, as AutoGluon
    builds its zero-shot portfolios. Writes the portfolio TOML (default benchmarks/out/
    portfolio.toml; `--out kit/models/portfolio.toml` replaces kit run's) with the evidence of
-   every entry, keeping the existing entries of other devices (a `--device cuda` run adds GPU
+   every entry (its mean curve, and its curve per competition, which the planner judges it by
+   there), keeping the existing entries of other devices (a `--device cuda` run adds GPU
    entries beside the CPU ones).
 
 The data is fetched from ../shared/data (fkd-proxy, ibug-68-proxy, imm-58-proxy) into the work
@@ -53,6 +59,31 @@ from kit.store.files import sha256_json  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 SOURCES = {"facial-keypoints": "fkd-proxy", "ibug-68": "ibug-68-proxy", "imm-58": "imm-58-proxy"}
 PLATEAU = 0.01  # max_epochs: where the rest of the curve gains less than 1 % of its error
+# Variants of each family's best configuration, cheapest first, inside the family's space.
+LADDER: dict[str, tuple[dict, ...]] = {
+    "lenet": ({"width": 1}, {"width": 4}),
+    "convbn": ({"width": 0.5}, {"width": 2.0}),
+    "resnet": ({"width": 16}, {"depth": 34}, {"width": 64}, {"depth": 34, "width": 48}),
+    "heatmap": ({"width": 32}, {"width": 48}, {"stride": 2}, {"width": 32, "stride": 2}),
+}
+
+
+FIELDS = """\
+# kit run's portfolio: pre-tuned configurations the planner draws from (AutoGluon-style
+# zero-shot portfolio). Each entry:
+#   family      a registered model family
+#   overrides   model and train settings on top of the family's defaults
+#   min_epochs  the fewest epochs at which it clearly beats the mean shape; a config that
+#               cannot reach them within the budget is not run
+#   max_epochs  where more epochs stopped paying in the evidence; it stands for optimiser steps,
+#               so on fewer training rows than fkd-proxy's 2449 kit run scales it up (for_rows)
+#   devices     "cpu", "gpu" or both: where it is worth its time
+#   evidence    the command that measured it, its cost per epoch and best score everywhere
+#   curve       measured [epochs, fold-0 score / the mean shape's fold-0 score] points, the
+#               mean over the competitions: the planner orders and lengthens runs by the score
+#               expected at the epochs they can afford
+#   curves      the same per competition; kit run on one of them judges the entry by its own
+"""
 
 
 @dataclass(frozen=True)
@@ -118,17 +149,44 @@ def best_configs(comp: Competition, families: list[str], top: int) -> list[Confi
 
 
 def cross(comps: list[Competition], configs: list[Config], device: str) -> dict:
-    """Every config trained on fold 0 of every competition: (competition, config) -> run."""
+    """Every config trained on fold 0 of every competition: (competition, config) -> run. One
+    config everywhere before the next, so an interrupted build keeps whole evidence."""
     from kit.training.runs import train_run
 
     runs = {}
-    for comp in comps:
-        for config in configs:
+    for config in configs:
+        for comp in comps:
             run = train_run(
                 comp, config.family, config.overrides, folds=1, device=device, pictures=False
             )
             runs[comp.name, config.name] = run
     return runs
+
+
+def ladder(configs: list[Config], scores: dict[str, float]) -> list[Config]:
+    """LADDER's variants of each family's best configuration by `scores` (lower is better),
+    families in LADDER's order; variants equal to a known configuration are left out."""
+    known = {c.name for c in configs}
+    out = []
+    for family, steps in LADDER.items():
+        mine = [c for c in configs if c.family == family and c.name in scores]
+        if not mine:
+            continue
+        best = min(mine, key=lambda c: scores[c.name])
+        for step in steps:
+            variant = Config(family, {**best.overrides, **step})
+            if variant.name not in known:
+                known.add(variant.name)
+                out.append(variant)
+    return out
+
+
+def mean_scores(evaluations: list[Evaluation]) -> dict[str, float]:
+    """Each configuration's best normalised fold-0 score, averaged over competitions."""
+    per: dict[str, list[float]] = {}
+    for e in evaluations:
+        per.setdefault(e.config, []).append(min(e.curve))
+    return {name: float(np.mean(values)) for name, values in per.items()}
 
 
 def mean_shape_score(comp: Competition) -> float:
@@ -156,7 +214,8 @@ def portfolio_entry(config: Config, evaluations: list[Evaluation], device: str, 
     """One portfolio entry: the mean curve over competitions, where it clearly beats the mean
     shape (min_epochs) and where it stops paying (max_epochs), with its evidence."""
     length = min(len(e.curve) for e in evaluations)
-    curve = np.mean([np.minimum.accumulate(e.curve[:length]) for e in evaluations], axis=0)
+    best_so_far = {e.competition: np.minimum.accumulate(e.curve[:length]) for e in evaluations}
+    curve = np.mean(list(best_so_far.values()), axis=0)
     clear = np.flatnonzero(curve <= CLEAR_GAIN)
     min_epochs = int(clear[0]) + 1 if len(clear) else length
     final = curve[-1]
@@ -176,6 +235,10 @@ def portfolio_entry(config: Config, evaluations: list[Evaluation], device: str, 
         "devices": ["gpu"] if device.startswith("cuda") else ["cpu", "gpu"],
         "evidence": f"{note}; {per_comp}",
         "curve": [[e, round(float(curve[e - 1]), 3)] for e in marks],
+        "curves": {
+            comp: [[e, round(float(points[e - 1]), 3)] for e in marks]
+            for comp, points in sorted(best_so_far.items())
+        },
     }
 
 
@@ -195,8 +258,14 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        pairs = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("-", "").replace("_", "").isalnum() and key.isascii()
+    return key if bare else _toml_value(key)
 
 
 def kept_entries(path: Path, device: str) -> list[dict]:
@@ -223,19 +292,28 @@ def main(argv: list[str] | None = None) -> None:
             search(comp, args)
     configs = {c.name: c for comp in comps for c in best_configs(comp, families, args.top)}
     print(f"{len(configs)} configurations to evaluate on {len(comps)} competitions", flush=True)
-    if "cross" not in phases and "select" not in phases:
+    if not phases & {"cross", "ladder", "select"}:
         return
     runs = cross(comps, list(configs.values()), args.device)
-    if "select" not in phases:
-        return
     baselines = {comp.name: mean_shape_score(comp) for comp in comps}
     evaluations = [evaluation(run, name, baselines[comp]) for (comp, name), run in runs.items()]
+    if "ladder" in phases:
+        variants = ladder(list(configs.values()), mean_scores(evaluations))
+        print(f"ladder: {len(variants)} variants on {len(comps)} competitions", flush=True)
+        configs.update({c.name: c for c in variants})
+        runs = cross(comps, variants, args.device)
+        evaluations += [
+            evaluation(run, name, baselines[comp]) for (comp, name), run in runs.items()
+        ]
+    if "select" not in phases:
+        return
     budgets = [float(b) for b in args.budgets.split(",")]
     chosen = select(evaluations, budgets, args.size)
     today = dt.date.today().isoformat()
     note = (
         f"python benchmarks/build_portfolio.py --competitions {args.competitions} --families "
-        f"{args.families} --trials {args.trials} --epochs {args.epochs} --device {args.device} "
+        f"{args.families} --trials {args.trials} --epochs {args.epochs} --top {args.top} "
+        f"--device {args.device} "
         f"({today}); zero-shot pick over budgets {args.budgets} s"
     )
     entries = [
@@ -243,7 +321,9 @@ def main(argv: list[str] | None = None) -> None:
                         f"{note}: portfolio error {error:.3f} once chosen")
         for name, error in chosen
     ]  # fmt: skip
-    header = f"# Generated by benchmarks/build_portfolio.py: rerun it, do not edit.\n# {note}\n"
+    header = (
+        f"# Generated by benchmarks/build_portfolio.py: rerun it, do not edit.\n# {note}\n{FIELDS}"
+    )
     blocks = [dump_entry(e) for e in [*entries, *kept_entries(args.out, args.device)]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header + "\n" + "\n".join(blocks))

@@ -26,6 +26,7 @@ from kit.pipeline import PipelineResult, run_pipeline
 from kit.progress import OnEvent, ignore
 from kit.stack import PICKED
 from kit.store.files import read_json
+from kit.store.stacks import StackResult
 from kit.workspace import write_json
 
 DEMO_NAME = "demo"
@@ -99,6 +100,11 @@ def score_submission(comp: Competition, csv_path: Path) -> float:
     )
 
 
+def _candidate_key(stacked: StackResult, method: str, kind: str) -> str:
+    """The candidates.npz member a table row's predictions are under."""
+    return stacked.manifest.best_single if kind == "best single" else method
+
+
 @dataclass
 class DemoResult:
     pipeline: PipelineResult
@@ -111,14 +117,11 @@ def score_table(comp: Competition, result: PipelineResult) -> pd.DataFrame:
     stacked = result.stack
     test = KeypointData.load(comp.workspace.test_npz)
     columns = stacked.keypoints
-    with np.load(stacked.path / "candidates.npz") as z:
-        candidates = {key.removeprefix("test/"): z[key] for key in z.files if key[:5] == "test/"}
+    keys = [_candidate_key(stacked, row.method, row.kind) for row in stacked.table.itertuples()]
+    candidates = stacked.candidate_tests([k for k in keys if k != PICKED], len(test))
     families = {r["run_id"]: r["family"] for r in stacked.manifest.runs}
     rows = []
-    for row in stacked.table.itertuples(index=False):
-        key = row.method
-        if row.kind == "best single":
-            key = stacked.manifest.best_single
+    for row, key in zip(stacked.table.itertuples(index=False), keys, strict=True):
         pred = stacked.test if key == PICKED else candidates[key]
         full = np.full((len(test), comp.num_keypoints, 2), np.nan)
         full[:, columns] = pred

@@ -51,3 +51,31 @@ def test_written_entries_load_as_the_portfolio_and_keep_the_other_device(tmp_pat
     points = dict(entry["curve"])  # the mean curve at its marks: 1, min, max // 2, max, last
     assert sorted(points) == [1, 2, 4, 6] and points[4] == pytest.approx((0.55 + 0.5) / 2)
     assert loaded[0].expected(4) == pytest.approx(points[4])
+
+
+def test_each_competition_judges_an_entry_by_its_own_curve(tmp_path: Path) -> None:
+    config = build_portfolio.Config("lenet", {"lr": 0.002})
+    curves = [
+        Evaluation(config.name, "ibug-68", (0.9, 0.5, 0.4, 0.4), 2.0),
+        Evaluation(config.name, "imm-58", (0.9, 0.8, 0.7, 0.7), 3.0),
+    ]
+    path = tmp_path / "portfolio.toml"
+    path.write_text(
+        build_portfolio.dump_entry(build_portfolio.portfolio_entry(config, curves, "cpu", "t"))
+    )
+    (entry,) = load_portfolio(path)
+    assert dict(entry.curves["ibug-68"])[4] == pytest.approx(0.4)
+    assert entry.for_competition("ibug-68").expected(4) == pytest.approx(0.4)
+    assert entry.for_competition("imm-58").expected(4) == pytest.approx(0.7)
+    assert entry.expected(4) == pytest.approx(0.55)  # the mean where not measured
+    assert entry.for_competition("facial-keypoints") is entry
+
+
+def test_the_ladder_scales_each_familys_best_config_and_skips_known_ones() -> None:
+    best = build_portfolio.Config("lenet", {"lr": 0.002, "width": 2})
+    worse = build_portfolio.Config("lenet", {"lr": 0.01, "width": 2})
+    known = build_portfolio.Config("lenet", {"lr": 0.002, "width": 4})
+    scores = {best.name: 0.4, worse.name: 0.6, known.name: 0.5}
+    variants = build_portfolio.ladder([best, worse, known], scores)
+    assert [v.overrides for v in variants] == [{"lr": 0.002, "width": 1}]
+    assert build_portfolio.ladder([best], {}) == []  # no evidence, no variant

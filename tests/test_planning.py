@@ -415,9 +415,12 @@ def test_make_plan_gives_the_planner_entries_for_the_competition_rows(monkeypatc
         )  # fmt: skip
     shipped = {e.name: e for e in load_portfolio()}
     assert seen["entries"] and all(
-        e == shipped[e.name].for_rows(150) and e.max_epochs > shipped[e.name].max_epochs
+        e == shipped[e.name].for_competition("facial-keypoints").for_rows(150)
+        and e.max_epochs > shipped[e.name].max_epochs
         for e in seen["entries"]
     )
+    judged = [e for e in seen["entries"] if "facial-keypoints" in shipped[e.name].curves]
+    assert all(e.curve == shipped[e.name].curves["facial-keypoints"] for e in judged)
 
 
 SIZES = [  # a generated portfolio's span: each step up costs more and errs less at length

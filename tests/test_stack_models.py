@@ -24,7 +24,7 @@ from kit.data.arrays import KeypointData
 from kit.errors import DataError, KitError
 from kit.predict import predict_images
 from kit.progress import Event
-from kit.stack import BLEND, LIGHTGBM, RIDGE, StackResult, StackSettings, stack
+from kit.stack import BLEND, LIGHTGBM, PICKED, RIDGE, StackResult, StackSettings, stack
 from kit.stack.fitted import FittedStack
 from kit.stack.meta import stack_predictions
 from kit.store import (
@@ -243,3 +243,24 @@ def test_the_benchmark_times_a_second_predict_on_the_tiny_stack(
     assert len(entry["calls"]) == 2 and all(c["said"] == [] for c in entry["calls"])
     assert entry["meta_models"]["saved"] and entry["meta_models"]["files"] > 2
     assert list(json.loads(out.read_text())) == [f"{TINY_NAME}/{stacked.stack.stack_id}"]
+
+
+def test_a_stacks_candidates_are_checked_where_they_are_read(
+    stacked: Stacked, tmp_path: Path
+) -> None:
+    """The demo's table reads every method's test predictions from candidates.npz: a damaged
+    archive or a member of the wrong shape is a DataError naming the file and kit stack."""
+    copy = dataclasses.replace(stacked.stack, path=tmp_path / "stack")
+    shutil.copytree(stacked.stack.path, copy.path)
+    rows = len(stacked.stack.test)
+    methods = [m for m in stacked.stack.table.method if m != PICKED][:2]
+    read = copy.candidate_tests(methods, rows)
+    assert sorted(read) == sorted(methods) and all(a.shape[0] == rows for a in read.values())
+    with pytest.raises(DataError, match=r"candidates\.npz.*lacks test/nope.*kit stack"):
+        copy.candidate_tests(["nope"], rows)
+    with pytest.raises(DataError, match=rf"test/{methods[0]} has shape"):
+        copy.candidate_tests(methods, rows + 1)
+    archive = copy.path / "candidates.npz"
+    archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"candidates\.npz.*cannot read"):
+        copy.candidate_tests(methods, rows)

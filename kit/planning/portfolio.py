@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ class PortfolioEntry:
     evidence: str = ""
     # Measured (epochs, CV score / the mean shape's CV score) points, epochs ascending.
     curve: tuple[tuple[int, float], ...] = ()
+    # The same per competition where the builder measured it there (its mean is `curve`).
+    curves: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+
+    def for_competition(self, name: str) -> PortfolioEntry:
+        """The entry judged by its curve on competition `name` when measured there: one
+        configuration can lead on one competition and trail on another."""
+        if name not in self.curves:
+            return self
+        return replace(self, curve=self.curves[name])
 
     def for_rows(self, train_rows: int) -> PortfolioEntry:
         """The entry on a data set of `train_rows`: `max_epochs` (where more stopped paying)
@@ -86,8 +96,9 @@ def load_portfolio(path: Path = PORTFOLIO_FILE) -> list[PortfolioEntry]:
                 devices=tuple(raw.get("devices", ("cpu", "gpu"))),
                 evidence=raw.get("evidence", ""),
                 curve=_curve(raw.get("curve", [])),
+                curves={comp: _curve(points) for comp, points in raw.get("curves", {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KitError(f"portfolio entry {raw.get('name', '?')}: {exc}", path=path) from exc
         if entry.family not in list_models():
             unknown = f"portfolio entry {entry.name}: unknown family {entry.family}"

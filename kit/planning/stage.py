@@ -49,7 +49,10 @@ def make_plan(
     plans a pseudo-labelled student of the best run when it fits."""
     torch_device = resolve_device(device)
     train = KeypointData.load(comp.workspace.train_npz)
-    entries = [e.for_rows(len(train)) for e in _entries(torch_device.type, families)]
+    entries = [
+        e.for_competition(comp.name).for_rows(len(train))
+        for e in _entries(torch_device.type, families)
+    ]
     test = KeypointData.load(comp.workspace.test_npz)
     choices = (folds,) if folds else FOLD_CHOICES
     on_event(Event("plan", "measure", 0, len(entries) + 1, "timing the stack"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kit.competition import Competition
 from kit.errors import DataError, KitError
+from kit.store.files import check_shape, read_npz
 from kit.store.manifests import StackManifest
 from kit.store.predictions import SavedPredictions
 
@@ -26,6 +28,16 @@ class StackResult(SavedPredictions):
     @property
     def run_ids(self) -> list[str]:
         return [r["run_id"] for r in self.manifest.runs]
+
+    def candidate_tests(self, methods: list[str], rows: int) -> dict[str, np.ndarray]:
+        """The test predictions of `methods` from candidates.npz, each checked to be
+        (rows, the stack's keypoints, 2) where it is read."""
+        path = self.path / "candidates.npz"
+        arrays = read_npz(path, [f"test/{m}" for m in methods], StackManifest.REDO)
+        shape = (rows, len(self.manifest.keypoint_indices), 2)
+        for name, array in arrays.items():
+            check_shape(path, name, array, shape, StackManifest.REDO)
+        return {name.removeprefix("test/"): array for name, array in arrays.items()}
 
 
 def load_stack(comp: Competition, stack_id: str, reused: bool = True) -> StackResult:
