@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     note = (
         f"python benchmarks/build_portfolio.py --competitions {args.competitions} --families "
         f"{args.families} --trials {args.trials} --epochs {args.epochs} --top {args.top} "
-        f"--device {args.device} "
-        f"({today}); zero-shot pick over budgets {args.budgets} s"
+        f"--device {args.device} --phases {args.phases} ({today}); zero-shot pick over budgets "
+        f"{args.budgets} s"
     )
     entries = [
         portfolio_entry(configs[name], [e for e in evaluations if e.config == name], args.device,

@@ -232,6 +232,28 @@ def test_timeout_stops_a_slow_trial_and_the_search(comp: Competition) -> None:
     assert list(result.table["state"]) == ["PRUNED"]
 
 
+def test_one_costly_trial_over_the_timeout_does_not_end_a_search_a_cheaper_one_fits() -> None:
+    """kit run's search on fkd-proxy stopped after one trial (width 48, stride 2: 83 s an
+    epoch) with 12 of its 30 minutes left, although the default at those epochs took 80 s."""
+
+    def trial(state: TrialState, epochs: int, **attrs) -> optuna.trial.FrozenTrial:
+        value = 1.0 if state == TrialState.COMPLETE else None
+        attrs = {"overrides": {"epochs": epochs}, **attrs}
+        return optuna.trial.create_trial(state=state, value=value, user_attrs=attrs)
+
+    study = optuna.create_study()
+    study.add_trial(trial(TrialState.COMPLETE, 26, fold_seconds=80.0))
+    study.add_trial(trial(TrialState.COMPLETE, 10, fold_seconds=5.0))  # other epochs: not evidence
+    costly = trial(TrialState.PRUNED, 26, stopped_by="timeout")
+    keep = tuning_trials.keep_searching
+    assert keep(study, costly, left=700.0)  # the default would fit: go on
+    assert not keep(study, costly, left=60.0)  # nothing seen at 26 epochs fits in a minute
+    assert keep(study, trial(TrialState.PRUNED, 26), left=1.0)  # pruned by the pruner: go on
+    reused = optuna.create_study()  # a reused run's trial without its seconds is no evidence
+    reused.add_trial(trial(TrialState.COMPLETE, 26))
+    assert not keep(reused, costly, left=700.0)
+
+
 def test_a_pruned_trial_leaves_no_run_folder(comp: Competition, monkeypatch) -> None:
     # A pruner that prunes every trial at its first report (after epoch 1 of 3).
     monkeypatch.setattr(

@@ -224,6 +224,9 @@ def make_objective(
             raise
         trial.set_user_attr("run_id", result.run_id)
         trial.set_user_attr("epochs_run", reporter.epochs_run or _fold0_epochs(result))
+        # What fold 0 took to train, also for a reused run (whose trial lasted 0 s): the
+        # search judges by it whether a trial as cheap would still fit (keep_searching).
+        trial.set_user_attr("fold_seconds", float(result.manifest.fold_seconds.get("0", 0.0)))
         return result.cv_score
 
     return objective
@@ -232,6 +235,21 @@ def make_objective(
 def _fold0_epochs(result: RunResult) -> int:
     """Epochs fold 0 ran (when the run was reused, the callback saw none)."""
     return int(max(result.manifest.fold_epochs.get("0", {"": 0}).values()))
+
+
+def keep_searching(study: optuna.Study, trial: FrozenTrial, left: float) -> bool:
+    """After `trial`, with `left` seconds to the timeout: False once a trial was stopped by
+    the timeout and no complete trial at its epochs trained fold 0 in under `left`. One
+    costly configuration (width 48 at stride 2: 12x the default's epoch) that does not fit
+    says nothing of a cheaper one that would."""
+    if trial.user_attrs.get("stopped_by") != "timeout":
+        return True
+    epochs = trial.user_attrs.get("overrides", {}).get("epochs")
+    return any(
+        0 < done.user_attrs.get("fold_seconds", 0.0) < left
+        for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if done.user_attrs.get("overrides", {}).get("epochs") == epochs
+    )
 
 
 def search(
@@ -261,9 +279,10 @@ def search(
         running = count_trials(study, (*FINISHED, TrialState.RUNNING))
         if target is not None and running >= target:
             study.stop()
-        if trial.user_attrs.get("stopped_by") == "timeout":
-            study.stop()  # not even this trial's remaining epochs fit: a new one will not
+        if ends is not None and not keep_searching(study, trial, ends - time.monotonic()):
+            study.stop()
 
+    ends = None if timeout is None else time.monotonic() + timeout
     with quiet_optuna():  # a killed worker's trial: FAIL (and re-queued) before counting
         optuna.storages.fail_stale_trials(study)
     remaining = None if target is None else target - count_trials(study)
