@@ -14,10 +14,10 @@ Phases (each resumes where the last run stopped; the work folder keeps everythin
    fold 0 of EVERY competition (content-addressed runs: a rerun reuses them), so that each has
    a learning curve and a cost per epoch everywhere.
 3. ladder: the best configuration of each family (its mean fold-0 score over the
-   competitions) scaled up and down in width, depth and heatmap stride (LADDER), each variant
-   trained like the cross phase, cheapest family first: a search at the highest fidelity
-   prunes the costly configurations long before their curves pay, and a faster machine needs
-   them in the portfolio.
+   competitions) scaled up and down in width, depth, input size and heatmap stride (LADDER),
+   each variant trained like the cross phase, cheapest family first: a search at the highest
+   fidelity prunes the costly configurations long before their curves pay, and a faster
+   machine needs them in the portfolio.
 4. select: `kit.planning.zeroshot.select` over those curves, normalised per competition by its
    mean shape's fold-0 score, at each --budgets value (seconds of one fold's training): the
    set of configurations whose best member errs least on average, greedily, as AutoGluon
@@ -63,7 +63,13 @@ PLATEAU = 0.01  # max_epochs: where the rest of the curve gains less than 1 % of
 LADDER: dict[str, tuple[dict, ...]] = {
     "lenet": ({"width": 1}, {"width": 4}),
     "convbn": ({"width": 0.5}, {"width": 2.0}),
-    "resnet": ({"width": 16}, {"depth": 34}, {"width": 64}, {"depth": 34, "width": 48}),
+    "resnet": (
+        {"width": 16},
+        {"depth": 34},
+        {"width": 64},
+        {"depth": 34, "width": 48},
+        {"input_scale": 2.0},
+    ),
     "heatmap": ({"width": 32}, {"width": 48}, {"stride": 2}, {"width": 32, "stride": 2}),
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from kit.data.folds import FoldsResult, read_folds_meta, write_folds
 from kit.fetch import FetchResult, fetch
 from kit.planning import Plan
 from kit.planning.budget import Deadlines, RunBudget, split_budget
+from kit.planning.fill import fill_time_left
 from kit.planning.fixed_epochs import search_and_train
 from kit.planning.outcome import RunOutcome
 from kit.planning.replan import Replanned, replan_after_runs
@@ -186,7 +187,7 @@ def run_pipeline(
                 )
             else:
                 replanned, runs, outcome = _train_the_plan(
-                    comp, run_plan, deadlines, device, on_event, pool
+                    comp, run_plan, deadlines, device, on_event, pool, best_n
                 )
                 run_plan, deadlines = replanned.plan, replanned.deadlines
                 save_plan(comp, run_plan, outcome, budget_seconds)
@@ -246,10 +247,11 @@ def _train_the_plan(
     device: str | None,
     on_event: OnEvent,
     pool: FoldPool | None,
+    best_n: int,
 ) -> tuple[Replanned, list[RunResult], list[RunOutcome]]:
     """The planned runs by `deadlines.train`; then, replanned on what they left (the stack
     measured on them, the search as wide as the time left allows), the search by the new
-    `deadlines.search`."""
+    `deadlines.search`, and a seed of the best run in what the search left (rule 10)."""
     runs, outcome = train_plan(
         comp, run_plan, deadlines.train, device=device, on_event=on_event, pool=pool
     )
@@ -262,7 +264,11 @@ def _train_the_plan(
             on_event=on_event, pool=pool,
         )  # fmt: skip
         runs, outcome = runs + found, outcome + rows
-    return replanned, runs, outcome
+    filled, seeded, rows = fill_time_left(
+        comp, replanned.plan, runs, outcome, replanned.deadlines.search, per_family=best_n,
+        device=device, on_event=on_event, pool=pool,
+    )  # fmt: skip
+    return replace(replanned, plan=filled), runs + seeded, outcome + rows
 
 
 def _outcome_notes(outcome: list[RunOutcome]) -> list[str]:

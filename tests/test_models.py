@@ -497,7 +497,8 @@ def test_a_new_family_is_one_decorated_builder(monkeypatch: pytest.MonkeyPatch) 
         return registry_module.KeypointModel(network, RegressionCodec(num_keypoints, input_size))
 
     model = create_model("linear", 3, 8, scale=2.0)
-    assert model.hparams == {"scale": 2.0} and model(torch.rand(1, 1, 8, 8)).shape == (1, 6)
+    assert model.hparams == {"scale": 2.0, "input_scale": 1.0}  # and the shared settings
+    assert model(torch.rand(1, 1, 8, 8)).shape == (1, 6)
     assert get_family("linear").split({"scale": 3.0, "lr": 0.5}) == ({"scale": 3.0}, {"lr": 0.5})
     with pytest.raises(KitError, match="unknown hyperparameter nope"):
         get_family("linear").split({"nope": 1})

@@ -513,3 +513,72 @@ def test_replanning_gives_the_freed_stack_reserve_and_saved_time_to_the_search()
         None, plan, ["run"], outcome, deadlines, clock=lambda: now + 200, measure=measured(300.0)
     )
     assert late.plan.search is None and late.deadlines == deadlines.with_stack(300.0)
+
+
+def test_time_left_buys_a_seed_of_the_best_run_at_its_real_pace() -> None:
+    """Rule 10: the seed runs at the epochs that fit at the pace its run really trained (here
+    0.5 of the estimate), at most the run's own epochs; none below its minimum or where its
+    curve expects it over MAX_SHARE_OF_BEST times the run."""
+    from kit.planning.planner import seed_for_time_left
+
+    best = with_curve("best", 1.0, ((2, 0.9), (10, 0.5), (40, 0.3)))
+    plan = plan_runs([best], best.cost(40, 5), fold_choices=(5,), max_seeds=1)
+    trained = {r.name: (r.epochs, 0.5) for r in plan.runs}
+    assert trained == {"best": (40, 0.5)}
+    at_pace = dataclasses.replace(best, epoch_seconds=0.5, fold_seconds=0.5)
+    seconds = at_pace.cost(36, 5)  # 16.5 epochs at the estimate
+    seed = seed_for_time_left(plan, trained, seconds + 0.01)
+    assert seed is not None and (seed.name, seed.epochs, seed.seed) == ("best-seed1", 36, 1)
+    assert seed.seconds == pytest.approx(seconds)
+    capped = seed_for_time_left(plan, trained, 100 * seconds)
+    assert capped is not None and capped.epochs == 40  # never longer than the run it repeats
+    # 6 epochs expect 0.63 of the mean shape's error: over 1.25x the run's 0.3.
+    assert seed_for_time_left(plan, trained, at_pace.cost(6, 5) + 0.01) is None
+    assert seed_for_time_left(plan, trained, at_pace.cost(1, 5)) is None  # under its minimum
+    seeded = dataclasses.replace(plan, runs=(*plan.runs, seed))
+    assert seed_for_time_left(seeded, trained, seconds + 0.01).name == "best-seed2"
+    assert seed_for_time_left(plan, {}, 1e6) is None  # nothing trained: nothing to repeat
+
+
+def test_a_search_without_a_winner_leaves_its_time_to_a_seed(monkeypatch) -> None:
+    """On a fake clock: the seed trains in the time left before the deadline when the search
+    found no winner and the stack takes one more of the family; not otherwise."""
+    from kit.planning.fill import fill_time_left
+    from kit.planning.outcome import RunOutcome
+    from kit.planning.plans import PlannedSearch
+
+    now = [0.0]
+    trained = []
+
+    class FakeRun:
+        def __init__(self, spec):
+            self.run_id, self.cv_score = f"run-{spec.overrides['seed']}", 2.0
+
+    def fake_open_run(comp, spec, *, device, on_event):
+        trained.append((spec.epochs, spec.overrides["seed"]))
+        now[0] += 10.0
+        return FakeRun(spec)
+
+    monkeypatch.setattr(planning_stage, "open_run", fake_open_run)
+    a = with_curve("a", 1.0, ((2, 0.9), (20, 0.4)))
+    plan = plan_runs([a], a.cost(20, 5), fold_choices=(5,), max_seeds=1)
+    search = PlannedSearch("a", "lenet", 20, 4, a.cost(20, 1), a.cost(20, 4), 5)
+    plan = dataclasses.replace(plan, search=search)
+    first = RunOutcome.of(plan.runs[0], FakeRun(plan.runs[0].spec()), plan.runs[0].seconds, "")
+    no_winner = RunOutcome.of(
+        dataclasses.replace(plan.runs[0], name="a-search"), None, 5.0, "3 trials; a stayed best"
+    )
+    left = a.cost(20, 5) + 1.0
+    kwargs = dict(per_family=2, device="cpu", on_event=lambda e: None, clock=lambda: now[0])
+    filled, runs, rows = fill_time_left(None, plan, ["run-0"], [first, no_winner], left, **kwargs)
+    assert trained == [(20, 1)] and [r.run_id for r in runs] == ["run-1"]
+    assert rows[0].name == "a-seed1" and "left" in rows[0].note
+    assert filled.runs[-1].name == "a-seed1"
+    winner = RunOutcome.of(
+        dataclasses.replace(plan.runs[0], name="a-search7"), FakeRun(plan.runs[0].spec()), 5, ""
+    )
+    assert fill_time_left(None, plan, [], [first, winner], left, **kwargs)[1] == []
+    one_per_family = {**kwargs, "per_family": 1}
+    assert fill_time_left(None, plan, [], [first, no_winner], left, **one_per_family)[1] == []
+    assert fill_time_left(None, plan, [], [first, no_winner], 1.0, **kwargs)[1] == []
+    assert trained == [(20, 1)]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from kit.errors import KitError
 from kit.models.codec import KeypointCodec
+from kit.models.scaled_input import ScaledCodec, Upsample, scaled_size
 
 if TYPE_CHECKING:
     import optuna
@@ -36,6 +37,9 @@ CPU_SPEED_KEYS = ("channels_last", "bf16", "compile")
 # conv + max-pool + dense net like sp and convbn); a family that measures otherwise declares
 # its own.
 CPU_SPEED: dict[str, bool] = {"channels_last": True}
+# Model settings every family accepts, handled here rather than by its builder, at the values
+# that leave a model as it was before the setting existed (kit.models.scaled_input).
+SHARED_MODEL_DEFAULTS: dict[str, Any] = {"input_scale": 1.0}
 
 
 class KeypointModel(nn.Module):
@@ -198,8 +202,9 @@ def register_model(
                 f"model {name!r}: cpu_speed {cpu_speed!r} must map "
                 f"{', '.join(CPU_SPEED_KEYS)} to true or false"
             )
+        defaults = {**model_defaults, **SHARED_MODEL_DEFAULTS}
         _REGISTRY[name] = ModelFamily(
-            name, head, dict(model_defaults), dict(train_defaults), search_space, builder, cpu_speed
+            name, head, defaults, dict(train_defaults), search_space, builder, cpu_speed
         )
         return builder
 
@@ -231,7 +236,12 @@ def create_model(
             hint=f"known: {', '.join(family.model_defaults)}",
         )
     hparams = {**family.model_defaults, **model_hparams}
-    model = family.builder(num_keypoints=num_keypoints, input_size=input_size, **hparams)
+    own = {k: v for k, v in hparams.items() if k not in SHARED_MODEL_DEFAULTS}
+    size = scaled_size(input_size, hparams["input_scale"])
+    model = family.builder(num_keypoints=num_keypoints, input_size=size, **own)
+    if size != input_size:  # upsample first; keypoints stay in the competition's pixels
+        network = nn.Sequential(Upsample(size), model.network)
+        model = KeypointModel(network, ScaledCodec(model.codec, input_size))
     model.family = name
     model.hparams = hparams
     return model

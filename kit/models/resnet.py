@@ -56,6 +56,8 @@ def resnet_space(trial: Any) -> dict[str, Any]:
         "stem": trial.suggest_categorical("stem", ["light", "imagenet"]),
         "pool": trial.suggest_categorical("pool", ["avg", "flatten"]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        # Above the competition's own size (kit.models.scaled_input): finer late stages.
+        "input_scale": trial.suggest_categorical("input_scale", [1.0, 1.5, 2.0]),
         **augment_space(trial),
     }
 

@@ -29,7 +29,12 @@ The stack's time is reserved first, from its measured cost for the plan's models
    `WIDEST_SEARCH_TRIALS`, so the plan spends the budget;
 9. what no rule could use (less than a seed, a search or another configuration's minimum)
    lengthens the best run past its max_epochs, up to `OVERTIME` times them: its curve is flat
-   there, not worse (a cosine schedule over more steps), and a budget is spent.
+   there, not worse (a cosine schedule over more steps), and a budget is spent;
+10. once the runs and the search are done, the time they left (runs faster than measured, a
+   search without a winner: its final's reserve) buys a seed of the best run at the epochs
+   that fit, at the pace that run really trained (`seed_for_time_left`), if its curve expects
+   it within `MAX_SHARE_OF_BEST` of the best run. On fkd-proxy at 30 minutes a search
+   without a winner left 25 % of the budget unused (docs/benchmarks.md).
 Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
 models without a worse best expected score. With `student_factor`, a pseudo-labelled student
 of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
@@ -55,6 +60,7 @@ MIN_SEARCH_TRIALS = 4  # fewer new trials than this are not a search (TPE starts
 MAX_SEARCH_TRIALS = 16  # more time than this buys seeds instead
 OVERTIME = 2.0  # rule 9: at most this many times a run's max_epochs
 WIDEST_SEARCH_TRIALS = 1000  # a bound on the study, not on the time: the deadline ends it
+MAX_PACE = 2.0  # rule 10 trusts a run's own pace against its estimate within this factor
 
 
 def no_stack(models: int, folds: int) -> float:
@@ -325,6 +331,35 @@ def replan_search(plan: Plan, trained: dict[str, int], seconds: float) -> Planne
     return _search_the_rest(search, seconds - search.seconds) if search else None
 
 
+def seed_for_time_left(
+    plan: Plan, trained: dict[str, tuple[int, float]], seconds: float
+) -> PlannedRun | None:
+    """Rule 10: the next seed of the plan's best first run that `seconds` buy (`trained`: name
+    -> the epochs it trained and the share of its estimate it took), at most at those epochs,
+    at its real pace; None when not even its minimum fits or its curve expects it too weak."""
+    firsts = [
+        r for r in plan.runs if r.seed == 0 and not r.student and r.candidate and r.name in trained
+    ]
+    if not firsts:
+        return None
+    base = min(firsts, key=lambda r: r.candidate.entry.expected(trained[r.name][0]))
+    epochs, pace = trained[base.name]
+    pace = min(MAX_PACE, max(1 / MAX_PACE, pace)) if pace > 0 else 1.0  # 0: a reused run
+    assert base.candidate is not None
+    paced = replace(
+        base.candidate,
+        epoch_seconds=base.candidate.epoch_seconds * pace,
+        fold_seconds=base.candidate.fold_seconds * pace,
+    )
+    fits = min(epochs, paced.epochs_within(seconds, plan.folds))
+    entry = paced.entry
+    if fits < entry.min_epochs or entry.expected(fits) > MAX_SHARE_OF_BEST * entry.expected(epochs):
+        return None
+    same = [r.seed for r in plan.runs if r.candidate and r.candidate.entry.name == entry.name]
+    seed = 1 + max(same)
+    return _run(paced, fits, seed, plan.folds)
+
+
 def _search_the_rest(search: PlannedSearch | None, left: float) -> PlannedSearch | None:
     """Time still left once the search is at its widest and the seeds are bought goes to more
     search trials (rule 8), up to WIDEST_SEARCH_TRIALS: on a machine faster than the
@@ -380,5 +415,5 @@ __all__ = [
     "CLEAR_GAIN", "FOLD_CHOICES", "MAX_SEARCH_TRIALS", "MAX_SHARE_OF_BEST", "MIN_SEARCH_TRIALS",
     "OVERTIME", "SAFETY", "SEED_SHARE", "WIDEST_SEARCH_TRIALS", "Candidate", "Plan",
     "PlannedRun", "PlannedSearch", "affordable_epochs", "best_expected", "no_stack",
-    "plan_runs", "replan_search",
+    "plan_runs", "replan_search", "seed_for_time_left",
 ]  # fmt: skip

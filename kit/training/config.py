@@ -14,6 +14,8 @@ import torch
 
 from kit.errors import KitError
 from kit.models import get_family, list_models
+from kit.models.registry import SHARED_MODEL_DEFAULTS
+from kit.models.scaled_input import check_input_scale
 from kit.training.augment import AugmentConfig
 from kit.training.optim import OPTIMIZERS, SCHEDULES
 from kit.training.speed import SPEED_DEFAULTS, Speed, family_cpu_speed, validate_speed
@@ -63,6 +65,12 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "model": dict(self.model), "train": dict(self.train)}
 
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: `to_dict()` without the shared model settings at their
+        neutral values, so that runs recorded before such a setting existed keep their ids."""
+        model = {k: v for k, v in self.model.items() if SHARED_MODEL_DEFAULTS.get(k, object()) != v}
+        return {**self.to_dict(), "model": model}
+
     @property
     def augment(self) -> AugmentConfig:
         return AugmentConfig.from_hparams(self.train)
@@ -107,6 +115,7 @@ def resolve_config(
     if train["pseudo"] is None:  # --set pseudo=none
         train["pseudo"] = ""
     _validate_train(train)
+    check_input_scale(model["input_scale"])  # a size the user gives: bounded before any work
     config = RunConfig(family, model, train)
     config.augment  # noqa: B018  (validates the augmentation settings now, not mid-run)
     return config

@@ -131,7 +131,7 @@ def run_identity(comp: Competition, spec: RunSpec) -> RunIdentity:
         test = _load_split(comp, comp.workspace.test_npz)
         routing = route(comp, plan.heads, data, test)
         inputs["data"] = {**inputs["data"], "sources": routing.describe()}
-    run_id = make_run_id(config.to_dict(), plan.describe(), inputs)
+    run_id = make_run_id(config.identity(), plan.describe(), inputs)
     return RunIdentity(config, plan, inputs, run_id, data, fold_of_row, test, routing)
 
 
