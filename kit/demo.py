@@ -117,11 +117,12 @@ def score_table(comp: Competition, result: PipelineResult) -> pd.DataFrame:
     stacked = result.stack
     test = KeypointData.load(comp.workspace.test_npz)
     columns = stacked.keypoints
-    keys = [_candidate_key(stacked, row.method, row.kind) for row in stacked.table.itertuples()]
+    table = list(stacked.table.itertuples(index=False))
+    keys = [_candidate_key(stacked, row.method, row.kind) for row in table]
     candidates = stacked.candidate_tests([k for k in keys if k != PICKED], len(test))
     families = {r["run_id"]: r["family"] for r in stacked.manifest.runs}
     rows = []
-    for row, key in zip(stacked.table.itertuples(index=False), keys, strict=True):
+    for row, key in zip(table, keys, strict=True):
         pred = stacked.test if key == PICKED else candidates[key]
         full = np.full((len(test), comp.num_keypoints, 2), np.nan)
         full[:, columns] = pred

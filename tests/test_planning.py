@@ -537,6 +537,27 @@ def test_time_left_buys_a_seed_of_the_best_run_at_its_real_pace() -> None:
     assert seed_for_time_left(plan, trained, at_pace.cost(1, 5)) is None  # under its minimum
     seeded = dataclasses.replace(plan, runs=(*plan.runs, seed))
     assert seed_for_time_left(seeded, trained, seconds + 0.01).name == "best-seed2"
+    assert seed_for_time_left(plan, trained, 1e6, full=frozenset({"lenet"})) is None
+
+
+def test_the_seed_goes_to_a_family_the_stack_still_takes_and_fits_a_lone_runs_rounds() -> None:
+    """With the best run's family full (the stack takes `per_family` of each), the seed goes
+    to the next run if its curve expects it close enough; with 2 workers and 5 folds a lone
+    run trains in 3 rounds, so it gets 2.5 / 3 of the time an even split would give."""
+    from kit.planning.planner import seed_for_time_left
+
+    curve = ((2, 0.9), (40, 0.3))
+    heat = dataclasses.replace(with_curve("heat", 1.0, curve), workers=2)
+    res_entry = dataclasses.replace(heat.entry, name="res", family="resnet")
+    res = dataclasses.replace(heat, entry=res_entry)
+    plan = plan_runs([heat, res], heat.cost(40, 5) * 2, fold_choices=(5,), max_seeds=1)
+    assert [r.name for r in plan.runs] == ["heat", "res"]
+    trained = {"heat": (40, 1.0), "res": (40, 1.0)}
+    seconds = heat.cost(38, 5)  # 31 epochs in 3 rounds: 0.35 of the mean shape's, near 0.3
+    seed = seed_for_time_left(plan, trained, seconds, full=frozenset({"lenet"}))
+    assert seed is not None and seed.name == "res-seed1"
+    assert seed.epochs == heat.epochs_within(seconds * 2.5 / 3, 5)
+    assert seed_for_time_left(plan, trained, seconds, full=frozenset({"lenet", "resnet"})) is None
     assert seed_for_time_left(plan, {}, 1e6) is None  # nothing trained: nothing to repeat
 
 

@@ -1,5 +1,6 @@
 """`kit run`'s last training step (planner rule 10): the time the planned runs and the search
-left before the stack's reserve buys a seed of the best run, at the pace it really trained.
+left before the stack's reserve buys a seed of a run as good as the best, at the pace it
+really trained.
 
 The replanned stack's reserve counts one model for the search's winner; a search without one
 leaves that slot, and its final's time, to the seed. On fkd-proxy at 30 minutes such a search
@@ -41,15 +42,18 @@ def fill_time_left(
     pool: FoldPool | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[Plan, list[RunResult], list[RunOutcome]]:
-    """A seed of the best run in the time left before `deadline`, when the search found no
-    winner (its slot in the stack is free) and the stack takes one more of the run's family
-    (`per_family`); the plan with it, and its run and outcome row (none when nothing fits)."""
+    """A seed of a first run in the time left before `deadline` (planner rule 10), when the
+    search found no winner (its slot in the stack is free), of a family of which the stack
+    takes more (`per_family`); the plan with it, and its run and outcome row (none when
+    nothing fits)."""
     winner = plan.search is not None and any(
         o.run_id and o.name.startswith(f"{plan.search.base}-search") for o in outcome
     )
-    seed = None if winner else seed_for_time_left(plan, trained_paces(outcome), deadline - clock())
-    stacked = sum(o.planned.family == seed.family for o in outcome if o.run_id) if seed else 0
-    if seed is None or stacked >= per_family:
+    trained = [o.planned.family for o in outcome if o.run_id]
+    full = frozenset(f for f in trained if trained.count(f) >= per_family)  # the stack's limit
+    left = deadline - clock()
+    seed = None if winner else seed_for_time_left(plan, trained_paces(outcome), left, full)
+    if seed is None:
         return plan, [], []
     on_event(Event("train", "fill", text=f"{seed.name}: {seed.epochs} epochs in the time left"))
     one = Plan(folds=plan.folds, seconds=seed.seconds, runs=(seed,))

@@ -31,10 +31,11 @@ The stack's time is reserved first, from its measured cost for the plan's models
    lengthens the best run past its max_epochs, up to `OVERTIME` times them: its curve is flat
    there, not worse (a cosine schedule over more steps), and a budget is spent;
 10. once the runs and the search are done, the time they left (runs faster than measured, a
-   search without a winner: its final's reserve) buys a seed of the best run at the epochs
-   that fit, at the pace that run really trained (`seed_for_time_left`), if its curve expects
-   it within `MAX_SHARE_OF_BEST` of the best run. On fkd-proxy at 30 minutes a search
-   without a winner left 25 % of the budget unused (docs/benchmarks.md).
+   search without a winner: its final's reserve) buys a seed of a first run at the epochs
+   that fit, at the pace that run really trained, of a family the stack takes more of
+   (`seed_for_time_left`): the seed its curve expects best, if within `MAX_SHARE_OF_BEST` of
+   the best run. On fkd-proxy at 30 minutes the runs and a search without a winner left 23-25 %
+   of the budget unused (docs/benchmarks.md).
 Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
 models without a worse best expected score. With `student_factor`, a pseudo-labelled student
 of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
@@ -44,6 +45,7 @@ labels (docs/benchmarks.md, "Pseudo labels").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -332,32 +334,47 @@ def replan_search(plan: Plan, trained: dict[str, int], seconds: float) -> Planne
 
 
 def seed_for_time_left(
-    plan: Plan, trained: dict[str, tuple[int, float]], seconds: float
+    plan: Plan,
+    trained: dict[str, tuple[int, float]],
+    seconds: float,
+    full: frozenset[str] = frozenset(),
 ) -> PlannedRun | None:
-    """Rule 10: the next seed of the plan's best first run that `seconds` buy (`trained`: name
-    -> the epochs it trained and the share of its estimate it took), at most at those epochs,
-    at its real pace; None when not even its minimum fits or its curve expects it too weak."""
+    """Rule 10: the next seed of a first run, of a family the stack still takes (not in
+    `full`), that `seconds` buy (`trained`: name -> the epochs it trained and the share of its
+    estimate it took), at most at those epochs and at its real pace: the one its curve
+    expects best, if within MAX_SHARE_OF_BEST of the best run; None when none is."""
     firsts = [
         r for r in plan.runs if r.seed == 0 and not r.student and r.candidate and r.name in trained
     ]
     if not firsts:
         return None
-    base = min(firsts, key=lambda r: r.candidate.entry.expected(trained[r.name][0]))
-    epochs, pace = trained[base.name]
+    best = min(_expected(r.with_epochs(trained[r.name][0])) for r in firsts)
+    seeds = [_seed_at_pace(plan, r, *trained[r.name], seconds) for r in firsts]
+    fitting = [s for s in seeds if s is not None and s.family not in full]
+    chosen = min(fitting, key=_expected, default=None)
+    return chosen if chosen and _expected(chosen) <= MAX_SHARE_OF_BEST * best else None
+
+
+def _seed_at_pace(
+    plan: Plan, run: PlannedRun, epochs: int, pace: float, seconds: float
+) -> PlannedRun | None:
+    """Another seed of `run` within `seconds`, its costs scaled by `pace` (the share of its
+    estimate the run took), trained alone: its last round of folds may leave workers idle."""
+    assert run.candidate is not None
     pace = min(MAX_PACE, max(1 / MAX_PACE, pace)) if pace > 0 else 1.0  # 0: a reused run
-    assert base.candidate is not None
     paced = replace(
-        base.candidate,
-        epoch_seconds=base.candidate.epoch_seconds * pace,
-        fold_seconds=base.candidate.fold_seconds * pace,
+        run.candidate,
+        epoch_seconds=run.candidate.epoch_seconds * pace,
+        fold_seconds=run.candidate.fold_seconds * pace,
     )
-    fits = min(epochs, paced.epochs_within(seconds, plan.folds))
-    entry = paced.entry
-    if fits < entry.min_epochs or entry.expected(fits) > MAX_SHARE_OF_BEST * entry.expected(epochs):
+    rounds = math.ceil(plan.folds / paced.workers)
+    fits = min(
+        epochs, paced.epochs_within(seconds * plan.folds / paced.workers / rounds, plan.folds)
+    )
+    if fits < paced.entry.min_epochs:
         return None
-    same = [r.seed for r in plan.runs if r.candidate and r.candidate.entry.name == entry.name]
-    seed = 1 + max(same)
-    return _run(paced, fits, seed, plan.folds)
+    same = [r.seed for r in plan.runs if r.candidate and r.candidate.entry.name == run.name]
+    return _run(paced, fits, 1 + max(same), plan.folds)
 
 
 def _search_the_rest(search: PlannedSearch | None, left: float) -> PlannedSearch | None:
