@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from kit.competition import Competition
 from kit.planning.outcome import RunOutcome
 from kit.planning.planner import Plan, seed_for_time_left
 from kit.planning.stage import train_plan
@@ -30,7 +31,7 @@ def trained_paces(outcome: list[RunOutcome]) -> dict[str, tuple[int, float]]:
 
 
 def fill_time_left(
-    comp,
+    comp: Competition,
     plan: Plan,
     runs: list[RunResult],
     outcome: list[RunOutcome],
