@@ -251,7 +251,7 @@ def _train_the_plan(
 ) -> tuple[Replanned, list[RunResult], list[RunOutcome]]:
     """The planned runs by `deadlines.train`; then, replanned on what they left (the stack
     measured on them, the search as wide as the time left allows), the search by the new
-    `deadlines.search`, and a seed of the best run in what the search left (rule 10)."""
+    `deadlines.search`, and in what they all left a seed of a run close to the best (rule 10)."""
     runs, outcome = train_plan(
         comp, run_plan, deadlines.train, device=device, on_event=on_event, pool=pool
     )
