@@ -44,6 +44,18 @@ def close(device: torch.device) -> dict[str, float]:
 
 
 @pytest.fixture(autouse=True)
+def hand_made_identity(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identity grouping by the hand-made descriptor, whether or not kit[faces] is installed:
+    synthetic faces are not faces to the face net. tests/test_face_net.py opts out."""
+    if request.module.__name__.endswith("test_face_net"):
+        return
+    from kit.data.identity import _face_net
+
+    monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(_face_net, "face_net_weights", lambda: None)
+
+
+@pytest.fixture(autouse=True)
 def work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own KIT_WORK, so nothing touches ./work."""
     work = tmp_path / "work"

@@ -203,6 +203,7 @@ def test_an_older_folds_file_is_kept_until_the_user_asks(fkd: Competition, cli) 
     meta = json.loads(meta_path.read_text())
     assert meta["group_by"] == "identity" and meta["version"] == FOLDS_VERSION
     assert meta["identity"]["false_matches"] > 0  # the identity settings it used
+    assert meta["identity"]["embedder_used"] == "hand-made"  # no face net in this test
     assert not write_folds(fkd).written  # now current: kept
     assert write_folds(fkd, group_by="duplicates").written  # another grouping asked for
 

@@ -50,6 +50,13 @@ def folds(
         f"Folds k={result.k}, seed={result.seed}, grouped by {result.group_by} "
         f"({groups} groups): {state} {result.path}"
     )
+    if result.embedder == "face-net":
+        console.print("People told apart by the face net (kit[faces]).")
+    elif result.embedder:
+        console.print(
+            "People told apart by hand-made descriptors, mostly one video each; "
+            "`pip install 'kit[faces]'` adds a face net that joins a person's videos."
+        )
     console.print(frame_table(result.table, "Folds", floats="{:.3f}"))
     if result.outdated:
         console.print(f"[yellow]note:[/] these folds were {result.outdated}")

@@ -51,6 +51,7 @@ class FoldsResult:
     seed: int
     group_by: str
     outdated: str | None = None  # why a kept file is older than what kit makes now
+    embedder: str | None = None  # what told identities apart: face-net or hand-made
 
 
 def comp_anchors(comp: Competition) -> Anchors | None:
@@ -154,13 +155,19 @@ def _meta_path(comp: Competition) -> Path:
     return comp.workspace.folds_csv.with_suffix(".json")
 
 
-def _settings(k: int, seed: int, group_by: str, checksum: str) -> dict[str, object]:
+def _settings(
+    k: int, seed: int, group_by: str, checksum: str, anchors: Anchors | None
+) -> dict[str, object]:
     grouping: dict[str, object] = {
         "candidate_bits": duplicates.CANDIDATE_BITS,
         "min_correlation": duplicates.MIN_CORRELATION,
     }
     if group_by == "identity":
-        grouping["identity"] = dataclasses.asdict(identity.IdentitySettings())
+        settings = identity.IdentitySettings()
+        grouping["identity"] = {
+            **dataclasses.asdict(settings),
+            "embedder_used": identity.embedder_for(settings, anchors),
+        }
     return {
         "k": k,
         "seed": seed,
@@ -204,9 +211,17 @@ def stored_setting(stored: dict[str, Any], name: str) -> Any:
     return stored.get(name, "duplicates" if name == "group_by" else None)
 
 
-def outdated_reason(stored: dict[str, Any]) -> str | None:
+def outdated_reason(stored: dict[str, Any], embedder_now: str | None = None) -> str | None:
+    """Why a kept folds file is older than what kit makes now (embedder_now: the identity
+    embedder a rebuild would use), or None."""
     group_by = stored_setting(stored, "group_by")
     if stored.get("version", 1) >= FOLDS_VERSION and group_by in GROUP_BY:
+        used = (stored.get("identity") or {}).get("embedder_used", "hand-made")
+        if group_by == "identity" and embedder_now == "face-net" and used != "face-net":
+            return (
+                "grouped by the hand-made face descriptor; the face net is installed now and "
+                "joins one person's videos: `kit folds --force` regroups"
+            )
         return None
     if group_by != DEFAULT_GROUP_BY:
         return (
@@ -230,6 +245,7 @@ def write_folds(
     data = KeypointData.load(comp.workspace.train_npz)
     checksum = data_checksum(data)
     stored = read_folds_meta(comp)
+    anchors = comp_anchors(comp)
     path = comp.workspace.folds_csv
     if not force and _keep_existing(stored, checksum, k, seed, group_by):
         assert stored is not None
@@ -239,19 +255,22 @@ def write_folds(
         group_by, written, outdated = (
             stored_setting(stored, "group_by"),
             False,
-            outdated_reason(stored),
+            outdated_reason(stored, identity.embedder_for(identity.IdentitySettings(), anchors)),
         )
     else:
         k = DEFAULT_K if k is None else k
         seed = DEFAULT_SEED if seed is None else seed
         group_by = group_by or DEFAULT_GROUP_BY
-        frame = make_folds(data, k, seed, group_by, comp_anchors(comp))
+        frame = make_folds(data, k, seed, group_by, anchors)
         write_text(path, frame.to_csv(index=False))
-        settings = _settings(k, seed, group_by, checksum)
+        settings = _settings(k, seed, group_by, checksum, anchors)
         write_json(_meta_path(comp), {**settings, "folds_sha256": sha256_file(path)})
-        written, outdated = True, None
+        written, outdated, stored = True, None, dict(settings)
     table = fold_table(frame["fold"].to_numpy(), frame["group"].to_numpy(), data.complete)
-    return FoldsResult(path, frame, table, written, k, seed, group_by, outdated)
+    embedder = None
+    if group_by == "identity" and stored is not None:
+        embedder = (stored.get("identity") or {}).get("embedder_used", "hand-made")
+    return FoldsResult(path, frame, table, written, k, seed, group_by, outdated, embedder)
 
 
 def runs_on_other_folds(comp: Competition) -> list[str]:
