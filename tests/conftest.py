@@ -3,6 +3,7 @@ torch device of the tests marked `device` (`pytest -m device --device cuda` runs
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +44,10 @@ def close(device: torch.device) -> dict[str, float]:
     return {"atol": 1e-4} if device.type == "cpu" else {"atol": 2e-2, "rtol": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def hand_made_identity(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Identity grouping by the hand-made descriptor, whether or not kit[faces] is installed:
-    synthetic faces are not faces to the face net. tests/test_face_net.py opts out."""
-    if request.module.__name__.endswith("test_face_net"):
-        return
-    from kit.data.identity import _face_net
-
-    monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(_face_net, "face_net_weights", lambda: None)
+# Identity grouping by the hand-made descriptor in every test, whether or not kit[faces] is
+# installed (set at import, so module-scoped fixtures see it too): synthetic faces are not
+# faces to the face net. tests/test_face_net.py sets it per test.
+os.environ["KIT_FACE_NET_WEIGHTS"] = "off"
 
 
 @pytest.fixture(autouse=True)

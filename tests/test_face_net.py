@@ -190,12 +190,32 @@ def test_embedder_choice(random_weights: tuple, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_without_the_weights_auto_is_hand_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
-    monkeypatch.setattr(_face_net.importlib.util, "find_spec", lambda name: None)
     settings = identity.IdentitySettings
-    assert identity.embedder_for(settings(), identity.FKD15_ANCHORS) == "hand-made"
-    with pytest.raises(DataError, match="not installed"):
-        identity.embedder_for(settings(embedder="face-net"), identity.FKD15_ANCHORS)
+    for off in (True, False):
+        if off:
+            monkeypatch.setenv(_face_net.WEIGHTS_ENV, "off")
+        else:  # not installed
+            monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
+            monkeypatch.setattr(_face_net.importlib.util, "find_spec", lambda name: None)
+        assert identity.embedder_for(settings(), identity.FKD15_ANCHORS) == "hand-made"
+        with pytest.raises(DataError, match="not installed"):
+            identity.embedder_for(settings(embedder="face-net"), identity.FKD15_ANCHORS)
+
+
+def test_auto_sets_the_net_aside_when_it_sees_one_person_everywhere(
+    random_weights: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = random_weights
+    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(path))
+    monkeypatch.setattr(identity, "ward_groups", lambda *a: np.zeros(8, np.int64))
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (8, 96, 96)).astype(np.uint8)
+    keypoints = _similar_faces(8)
+    auto = identity.group_identities(images, keypoints, identity.FKD15_ANCHORS)
+    assert auto.embedder == "hand-made" and "one person in 8 of 8" in auto.declined
+    forced = identity.IdentitySettings(embedder="face-net")
+    asked = identity.group_identities(images, keypoints, identity.FKD15_ANCHORS, forced)
+    assert asked.embedder == "face-net" and (asked.labels == 0).all()
 
 
 def test_identity_groups_run_the_face_net_end_to_end(
@@ -241,13 +261,16 @@ def test_folds_made_without_the_face_net_say_so_once_it_is_installed() -> None:
     assert "kit folds --force" in (outdated_reason(stored(None), "face-net") or "")
     assert outdated_reason(stored("hand-made"), "hand-made") is None
     assert outdated_reason(stored("face-net"), "face-net") is None
+    declined = stored("hand-made")
+    declined["identity"]["face_net_declined"] = "the face net saw one person in 8 of 8 faces"
+    assert outdated_reason(declined, "face-net") is None  # tried on these rows, set aside
 
 
 # ------------------------------------------------------------- the real weights (kit[faces])
 
-REAL = _face_net.face_net_weights()
+REAL = _face_net.installed_weights()
 needs_weights = pytest.mark.skipif(
-    REAL is None or not REAL.is_file(), reason="kit[faces] (the face net's weights) not installed"
+    REAL is None, reason="kit[faces] (the face net's weights) not installed"
 )
 
 
@@ -269,7 +292,7 @@ def test_torch_reproduces_dlibs_descriptors() -> None:
 @needs_weights
 @pytest.mark.skipif(not (SHARED / "imm-58-proxy").is_dir(), reason="../shared/data absent")
 def test_imm_people_are_recovered_with_names_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(REAL))
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

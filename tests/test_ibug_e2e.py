@@ -115,7 +115,7 @@ def _kit(*args: str) -> str:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
-    assert code == 0, f"kit {' '.join(args)} exited {code}: {err.getvalue()[-2000:]}"
+    assert code == 0, f"kit {' '.join(map(str, args))} exited {code}: {err.getvalue()[-2000:]}"
     return out.getvalue()
 
 

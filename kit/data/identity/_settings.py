@@ -32,6 +32,7 @@ class IdentitySettings:
     embedder: str = "auto"
     face_net_cut: float = DEFAULT_FACE_NET_CUT
     face_net_collapse: float = DEFAULT_FACE_NET_COLLAPSE
+    face_net_max_share: float = 0.5  # "auto" sets the net aside when one group has more rows
     # The hand-made path's knobs.
     threshold: float | None = None
     false_matches: float = DEFAULT_FALSE_MATCHES
