@@ -40,7 +40,13 @@ from identity_calibration import (  # noqa: E402
 from identity_speed import faces  # noqa: E402
 
 from kit.data import identity  # noqa: E402
-from kit.data.identity import FKD15_ANCHORS, IdentitySettings, _chips, _face_net  # noqa: E402
+from kit.data.identity import (  # noqa: E402
+    FKD15_ANCHORS,
+    IdentitySettings,
+    _chips,
+    _face_net,
+    _face_weights,
+)
 
 CUTS = (0.7, 0.8, 0.9, 0.95, 1.0, 1.1, 1.2, 1.3)
 COLLAPSE = IdentitySettings().face_net_collapse
@@ -141,7 +147,7 @@ def speed_section(data: Path, rows: int) -> None:
         times.append((name, now - clock))
         clock = now
 
-    weights = _face_net.face_net_weights()
+    weights = _face_weights.face_net_weights()
     assert weights is not None
     _face_net.load_face_net.cache_clear()
     net = _face_net.load_face_net(weights)
@@ -176,7 +182,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rows", type=int, default=7049)
     args = ap.parse_args()
-    weights = _face_net.face_net_weights()
+    weights = _face_weights.face_net_weights()
     if weights is None or not weights.is_file():
         print("the face net's weights are not installed: pip install 'kit[faces]'")
         return 2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kit.data import identity
-from kit.data.identity import _chips, _face_net
+from kit.data.identity import _chips, _face_net, _face_weights
 from kit.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -65,7 +65,7 @@ def write_random_face_net(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     aff, stem_g, stem_beta = _affine(rng, 32)
     blob += conv + aff + _string("relu_") + _string("max_pool_2")
     fan_in = 32
-    for stage, (channels, count) in enumerate(_face_net.STAGES):
+    for stage, (channels, count) in enumerate(_face_weights.STAGES):
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
             for j in range(2):
@@ -83,13 +83,13 @@ def write_random_face_net(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    path = tmp_path_factory.mktemp("face_net") / _face_net.WEIGHTS_FILE
+    path = tmp_path_factory.mktemp("face_net") / _face_weights.WEIGHTS_FILE
     return path, write_random_face_net(path)
 
 
 def test_reader_folds_each_affine_into_its_convolution(random_weights: tuple) -> None:
     path, written = random_weights
-    net = _face_net.FaceNet(*_face_net.read_dlib_face_net(path))
+    net = _face_net.FaceNet(*_face_weights.read_dlib_face_net(path))
     stem = net.stem.conv
     assert (stem.stride, stem.padding, stem.kernel_size) == ((2, 2), (0, 0), (7, 7))
     scale = written["stem_g"][:, None, None, None]
@@ -114,7 +114,7 @@ def test_a_damaged_weights_file_names_itself(random_weights: tuple, tmp_path: Pa
     cut = tmp_path / "cut.dat"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match="not dlib's face-net weights") as err:
-        _face_net.read_dlib_face_net(cut)
+        _face_weights.read_dlib_face_net(cut)
     assert str(err.value).startswith(str(cut))
 
 
@@ -172,7 +172,7 @@ def test_a_chip_samples_the_face_at_its_eye() -> None:
 def test_embedder_choice(random_weights: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = random_weights
     settings = identity.IdentitySettings
-    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(path))
+    monkeypatch.setenv(_face_weights.WEIGHTS_ENV, str(path))
     assert identity.embedder_for(settings(), identity.FKD15_ANCHORS) == "face-net"
     assert identity.embedder_for(settings(), None) == "hand-made"  # no eyes named
     assert identity.embedder_for(settings(embedder="hand-made"), identity.FKD15_ANCHORS) == (
@@ -183,7 +183,7 @@ def test_embedder_choice(random_weights: tuple, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(DataError, match="unknown"):
         identity.embedder_for(settings(embedder="dlib"), None)
     missing = path.parent / "nowhere.dat"
-    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(missing))
+    monkeypatch.setenv(_face_weights.WEIGHTS_ENV, str(missing))
     with pytest.raises(DataError, match="no face-net weights file") as err:
         identity.embedder_for(settings(), identity.FKD15_ANCHORS)
     assert str(err.value).startswith(str(missing))
@@ -193,10 +193,10 @@ def test_without_the_weights_auto_is_hand_made(monkeypatch: pytest.MonkeyPatch) 
     settings = identity.IdentitySettings
     for off in (True, False):
         if off:
-            monkeypatch.setenv(_face_net.WEIGHTS_ENV, "off")
+            monkeypatch.setenv(_face_weights.WEIGHTS_ENV, "off")
         else:  # not installed
-            monkeypatch.delenv(_face_net.WEIGHTS_ENV, raising=False)
-            monkeypatch.setattr(_face_net.importlib.util, "find_spec", lambda name: None)
+            monkeypatch.delenv(_face_weights.WEIGHTS_ENV, raising=False)
+            monkeypatch.setattr(_face_weights.importlib.util, "find_spec", lambda name: None)
         assert identity.embedder_for(settings(), identity.FKD15_ANCHORS) == "hand-made"
         with pytest.raises(DataError, match="not installed"):
             identity.embedder_for(settings(embedder="face-net"), identity.FKD15_ANCHORS)
@@ -206,7 +206,7 @@ def test_auto_sets_the_net_aside_when_it_sees_one_person_everywhere(
     random_weights: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, _ = random_weights
-    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(path))
+    monkeypatch.setenv(_face_weights.WEIGHTS_ENV, str(path))
     monkeypatch.setattr(identity, "ward_groups", lambda *a: np.zeros(8, np.int64))
     rng = np.random.default_rng(1)
     images = rng.integers(0, 255, (8, 96, 96)).astype(np.uint8)
@@ -222,7 +222,7 @@ def test_identity_groups_run_the_face_net_end_to_end(
     random_weights: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, _ = random_weights
-    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(path))
+    monkeypatch.setenv(_face_weights.WEIGHTS_ENV, str(path))
     _face_net.load_face_net.cache_clear()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (6, 96, 96)).astype(np.uint8)
@@ -268,7 +268,7 @@ def test_folds_made_without_the_face_net_say_so_once_it_is_installed() -> None:
 
 # ------------------------------------------------------------- the real weights (kit[faces])
 
-REAL = _face_net.installed_weights()
+REAL = _face_weights.installed_weights()
 needs_weights = pytest.mark.skipif(
     REAL is None, reason="kit[faces] (the face net's weights) not installed"
 )
@@ -292,7 +292,7 @@ def test_torch_reproduces_dlibs_descriptors() -> None:
 @needs_weights
 @pytest.mark.skipif(not (SHARED / "imm-58-proxy").is_dir(), reason="../shared/data absent")
 def test_imm_people_are_recovered_with_names_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_face_net.WEIGHTS_ENV, str(REAL))
+    monkeypatch.setenv(_face_weights.WEIGHTS_ENV, str(REAL))
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

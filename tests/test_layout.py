@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 MAX_LINES = 450
 
@@ -98,8 +100,10 @@ def test_no_import_circles_among_kits_modules() -> None:
     assert cycles(import_graph()) == []
 
 
-def test_the_store_imports_no_torch() -> None:
-    code = "import sys, kit.store; print('torch' in sys.modules)"
+@pytest.mark.parametrize("module", ["kit.store", "kit.data.folds"])
+def test_readers_import_no_torch(module: str) -> None:
+    """The store, and the folds (read by the stack; identity loads its face net only to group)."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )

