@@ -22,6 +22,7 @@ from kit.planning.planner import (
     MIN_SEARCH_TRIALS,
     OVERTIME,
     SAFETY,
+    Plan,
     best_expected,
 )
 
@@ -603,3 +604,87 @@ def test_a_search_without_a_winner_leaves_its_time_to_a_seed(monkeypatch) -> Non
     assert fill_time_left(None, plan, [], [first, no_winner], left, **one_per_family)[1] == []
     assert fill_time_left(None, plan, [], [first, no_winner], 1.0, **kwargs)[1] == []
     assert trained == [(20, 1)]
+
+
+class _FoldsAtPace:
+    """A run whose folds (in process) take `speed` times their share of its estimate on a fake
+    clock."""
+
+    def __init__(self, run_id: str, fold_wall: float, now: list[float], folds: int):
+        self.run_id, self.cv_score = run_id, 2.0
+        self._wall, self._now, self._folds = fold_wall, now, folds
+
+    @property
+    def todo(self) -> list[int]:
+        return list(range(self._folds))
+
+    def announce(self) -> None:
+        pass
+
+    def train_here(self, fold: int):
+        self._now[0] += self._wall
+
+    def in_worker(self, fold: int):
+        raise AssertionError("in process only")
+
+    def finish(self, trained: list[int]):
+        return self
+
+
+def _train_at_pace(speed: float) -> tuple[list, list]:
+    """A first run and its seed (the best config, max 10 epochs, 3 folds) trained to a deadline
+    that fits both as planned, their folds taking `speed` times their estimates."""
+    from kit.planning.planner import _run
+
+    c = candidate("a", 10.0, 2, max_epochs=10)
+    first, seed = _run(c, 10, 0, 3), _run(c, 10, 1, 3)
+    plan = Plan(folds=3, seconds=first.seconds + seed.seconds, runs=(first, seed))
+    now, started = [0.0], []
+
+    def fake_open_run(comp, spec, *, device, on_event):
+        started.append(spec.epochs)
+        wall = speed * c.cost(spec.epochs, 3) / 3
+        return _FoldsAtPace(f"a-{spec.overrides['seed']}", wall, now, 3)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(planning_stage, "open_run", fake_open_run)
+        _, outcome = planning_stage.train_plan(
+            None, plan, plan.seconds, device="cpu", on_event=lambda e: None, clock=lambda: now[0]
+        )
+    return started, outcome
+
+
+def test_folds_faster_than_their_estimate_lengthen_the_runs_still_to_start() -> None:
+    assert _train_at_pace(1.0)[0] == [10, 10]  # as planned: nothing saved
+    started, outcome = _train_at_pace(0.5)
+    # The seed starts once its first run's folds took half their estimate: the time left is
+    # twice what the estimates say (the clock alone would give it 15 epochs), and the best
+    # config may run past its max_epochs (rule 9), up to OVERTIME times them.
+    assert started == [10, int(OVERTIME * 10)]
+    assert "more epochs (time saved)" in outcome[1].note and "0.50x" in outcome[1].note
+    slow, slow_outcome = _train_at_pace(1.5)
+    assert slow[1] < 10 and "fewer epochs" in slow_outcome[1].note  # a slow machine: shorter
+
+
+def test_the_queue_measures_its_pace_from_finished_folds() -> None:
+    from kit.training.queue import MIN_PACE_FOLDS, FoldQueue, InProcessExecutor, QueuedRun
+
+    now = [0.0]
+    queue = FoldQueue(InProcessExecutor(), clock=lambda: now[0])
+    assert queue.pace() == 1.0
+    run = _FoldsAtPace("r", fold_wall=3.0, now=now, folds=MIN_PACE_FOLDS)
+    list(queue.train([QueuedRun("r", run, fold_seconds=2.0)]))
+    assert queue.pace() == pytest.approx(1.5)
+    # A run found finished (no folds trained) and folds without an estimate change nothing.
+    list(queue.train([QueuedRun("s", _FoldsAtPace("s", 9.0, now, 2), fold_seconds=0.0)]))
+    assert queue.pace() == pytest.approx(1.5)
+
+
+def test_only_the_best_config_may_run_past_its_max_epochs_on_time_saved() -> None:
+    from kit.planning.planner import _run, longest_epochs
+
+    good = with_curve("good", 1.0, ((5, 0.4), (40, 0.3)))
+    weak = with_curve("weak", 1.0, ((5, 0.5), (40, 0.35)))
+    runs = (_run(weak, 10, 0, 3), _run(good, 10, 0, 3), _run(good, 10, 1, 3))
+    plan = Plan(folds=3, seconds=1e4, runs=runs)
+    assert [longest_epochs(plan, r) for r in runs] == [40, 80, 80]

@@ -36,6 +36,11 @@ The stack's time is reserved first, from its measured cost for the plan's models
    (`seed_for_time_left`): the seed its curve expects best, if within `MAX_SHARE_OF_BEST` of
    the best run. On fkd-proxy at 30 minutes the runs and a search without a winner left 23-25 %
    of the budget unused (docs/benchmarks.md).
+While the plan trains (kit.planning.stage), each run is fitted again as it starts, to the time
+left then, counted in its estimates' seconds at the pace the folds finished so far really
+trained (kit.training.queue.FoldQueue.pace): time saved lengthens it up to `longest_epochs`
+(its max_epochs; OVERTIME times them for the configuration the plan expects best, as rule 9),
+time lost shortens it. On fkd-proxy the folds trained at about 0.8 of their padded estimates.
 Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
 models without a worse best expected score. With `student_factor`, a pseudo-labelled student
 of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
@@ -355,6 +360,18 @@ def seed_for_time_left(
     return chosen if chosen and _expected(chosen) <= MAX_SHARE_OF_BEST * best else None
 
 
+def longest_epochs(plan: Plan, run: PlannedRun) -> int:
+    """The most epochs time saved may give `run` as it starts: OVERTIME times its max_epochs
+    for the configuration the plan expects best (rule 9 lengthens that one past its maximum),
+    its max_epochs for any other."""
+    firsts = [r for r in plan.runs if r.seed == 0 and not r.student and r.candidate]
+    if run.student or run.candidate is None or not firsts:
+        return run.max_epochs
+    best = min(firsts, key=_expected)
+    same = best.candidate is not None and best.candidate.entry.name == run.candidate.entry.name
+    return int(OVERTIME * run.max_epochs) if same else run.max_epochs
+
+
 def _seed_at_pace(
     plan: Plan, run: PlannedRun, epochs: int, pace: float, seconds: float
 ) -> PlannedRun | None:
@@ -429,8 +446,8 @@ def _run(c: Candidate, epochs: int, seed: int, folds: int) -> PlannedRun:
 
 
 __all__ = [
-    "CLEAR_GAIN", "FOLD_CHOICES", "MAX_SEARCH_TRIALS", "MAX_SHARE_OF_BEST", "MIN_SEARCH_TRIALS",
-    "OVERTIME", "SAFETY", "SEED_SHARE", "WIDEST_SEARCH_TRIALS", "Candidate", "Plan",
-    "PlannedRun", "PlannedSearch", "affordable_epochs", "best_expected", "no_stack",
-    "plan_runs", "replan_search", "seed_for_time_left",
+    "CLEAR_GAIN", "FOLD_CHOICES", "MAX_PACE", "MAX_SEARCH_TRIALS", "MAX_SHARE_OF_BEST",
+    "MIN_SEARCH_TRIALS", "OVERTIME", "SAFETY", "SEED_SHARE", "WIDEST_SEARCH_TRIALS", "Candidate",
+    "Plan", "PlannedRun", "PlannedSearch", "affordable_epochs", "best_expected",
+    "longest_epochs", "no_stack", "plan_runs", "replan_search", "seed_for_time_left",
 ]  # fmt: skip

@@ -21,7 +21,15 @@ from kit.data.arrays import KeypointData
 from kit.errors import KitError
 from kit.planning.calibrate import StackCost, measure, measure_stack
 from kit.planning.outcome import RunOutcome
-from kit.planning.planner import FOLD_CHOICES, Candidate, Plan, PlannedRun, plan_runs
+from kit.planning.planner import (
+    FOLD_CHOICES,
+    MAX_PACE,
+    Candidate,
+    Plan,
+    PlannedRun,
+    longest_epochs,
+    plan_runs,
+)
 from kit.planning.portfolio import PortfolioEntry, load_portfolio
 from kit.progress import Event, OnEvent
 from kit.store import RunResult
@@ -139,7 +147,8 @@ def train_plan(
     pool: FoldPool | None = None,
 ) -> tuple[list[RunResult], list[RunOutcome]]:
     """Train the planned runs in order; a run whose estimate no longer fits before `deadline`
-    is skipped (and said so), and time that earlier runs saved widens the next run's epochs.
+    is skipped (and said so), and time that earlier runs saved widens the next run's epochs,
+    the estimates scaled by the pace the finished folds really trained at.
     Students are left for `train_students` (their time is kept for them), the search for
     `kit.planning.search` (seeds keep its time). Returns the runs and
     one outcome row per planned run that is not a student."""
@@ -179,15 +188,16 @@ def train_students(
 
 
 def _fit_to_time(
-    planned: PlannedRun, later: list[PlannedRun], left: float
+    planned: PlannedRun, later: list[PlannedRun], left: float, longest: int | None = None
 ) -> tuple[PlannedRun | None, str]:
-    """The run as it should start with `left` seconds to go and `later` runs still to come:
-    longer (up to its max_epochs) when time was saved; shorter (down to its min_epochs) when
-    time ran short; None when not even its minimum fits."""
+    """The run as it should start with `left` seconds to go (in its estimates' seconds) and
+    `later` runs still to come: longer (up to `longest`, else its max_epochs) when time was
+    saved; shorter (down to its min_epochs) when time ran short; None when not even its
+    minimum fits."""
     if planned.candidate is None:
         return (planned, "") if planned.seconds <= left else (None, f"skipped: {left:.0f} s left")
     slack = left - sum(r.seconds for r in later)
-    most = max(planned.max_epochs, planned.epochs)  # planned past max_epochs: rule 9
+    most = max(longest or planned.max_epochs, planned.epochs)  # planned past max_epochs: rule 9
     epochs = min(most, max(planned.epochs, planned.candidate.epochs_within(slack, planned.folds)))
     if epochs > planned.epochs:
         return planned.with_epochs(epochs), f"{epochs - planned.epochs} more epochs (time saved)"
@@ -197,6 +207,12 @@ def _fit_to_time(
     if fits < planned.candidate.entry.min_epochs:
         return None, f"skipped: {left:.0f} s were left"
     return planned.with_epochs(fits), f"{planned.epochs - fits} fewer epochs (time ran short)"
+
+
+def _with_pace(note: str, pace: float) -> str:
+    if not note or abs(pace - 1) < 0.02:
+        return note
+    return f"{note}; folds trained at {pace:.2f}x their estimate"
 
 
 def _held(plan: Plan, planned: PlannedRun) -> float:
@@ -223,8 +239,12 @@ def _planned_runs(
     while todo:
         planned = todo.pop(0)
         now = queue.clock()
-        left = deadline - now - queue.owed_seconds() - _held(plan, planned)
-        fitted, notes[planned.name] = _fit_to_time(planned, todo + reserved, left)
+        pace = min(MAX_PACE, max(1 / MAX_PACE, queue.pace()))
+        # Seconds left in the estimates' units: the folds so far ran at `pace` of theirs.
+        left = (deadline - now) / pace - queue.owed_seconds() - _held(plan, planned)
+        longest = longest_epochs(plan, planned)
+        fitted, note = _fit_to_time(planned, todo + reserved, left, longest)
+        notes[planned.name] = _with_pace(note, pace)
         if fitted is None:
             continue
         i = plan.runs.index(planned)

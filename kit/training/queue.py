@@ -1,7 +1,8 @@
 """One fold queue over an executor: `train_run`, `kit run` and tuning all dispatch folds here.
 
 The queue pulls runs lazily from a source (a generator), so the caller decides what starts next
-when a worker frees up, knowing the seconds still owed to runs in flight (`owed_seconds`). A
+when a worker frees up, knowing the seconds still owed to runs in flight (`owed_seconds`) and
+how fast folds really trained against their estimates (`pace`). A
 worker that frees up takes the next fold of a started run, else the next run is pulled. An
 executor is in-process (`InProcessExecutor`: folds train one after another, errors raise where
 they happen) or a pool of processes (kit.training.parallel.FoldPool), as AutoGluon's fold-fitting
@@ -106,6 +107,9 @@ class _Active:
     trained: list[int] = field(default_factory=list)
 
 
+MIN_PACE_FOLDS = 2  # folds finished before `pace` trusts them
+
+
 class FoldQueue:
     """Folds of every run from a source, `executor.workers` at a time."""
 
@@ -113,6 +117,15 @@ class FoldQueue:
         self.executor = executor
         self.clock = clock
         self._active: list[_Active] = []
+        self._submitted: dict[Future, float] = {}  # when each running fold started
+        self._timed = [0, 0.0, 0.0]  # folds finished, their wall seconds, their estimates
+
+    def pace(self) -> float:
+        """Wall seconds the finished folds took per second of their estimate (a fold's share
+        of its run's estimate, times the workers that share the time); 1.0 until
+        MIN_PACE_FOLDS have finished."""
+        folds, actual, estimated = self._timed
+        return actual / estimated if folds >= MIN_PACE_FOLDS and estimated > 0 else 1.0
 
     def owed_seconds(self) -> float:
         """The estimated seconds still owed to started runs (their unfinished folds' share of
@@ -140,7 +153,10 @@ class FoldQueue:
                         yield finished
                     continue
                 fold = active.queued.pop(0)
-                active.running[self.executor.submit(active.run, fold)] = fold
+                started = self.clock()
+                future = self.executor.submit(active.run, fold)
+                active.running[future] = fold
+                self._submitted[future] = started
             if not self._active:
                 return
             done = self.executor.wait_any([f for a in self._active for f in a.running])
@@ -171,17 +187,25 @@ class FoldQueue:
         for active in list(self._active):
             for future in [f for f in active.running if f in done]:
                 fold = active.running.pop(future)
+                started = self._submitted.pop(future, None)
                 try:
                     future.result()
                 except BaseException as error:  # re-raised once the running folds are done
                     failed = failed or error
                     continue
                 active.trained.append(fold)
+                if started is not None and active.item.fold_seconds > 0:
+                    self._time_fold(self.clock() - started, active.item.fold_seconds)
             if failed is None and not active.queued and not active.running:
                 yield self._finish(active)
         if failed is not None:
             self._drain()
             raise failed
+
+    def _time_fold(self, seconds: float, fold_seconds: float) -> None:
+        self._timed[0] += 1
+        self._timed[1] += seconds
+        self._timed[2] += fold_seconds * self.executor.workers
 
     def _drain(self) -> None:
         """After an error: start nothing new, wait for the running folds (their work is kept)."""
