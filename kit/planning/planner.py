@@ -40,7 +40,7 @@ While the plan trains (kit.planning.stage), each run is fitted again as it start
 left then, counted in its estimates' seconds at the pace the folds finished so far really
 trained (kit.training.queue.FoldQueue.pace): time saved lengthens it up to `longest_epochs`
 (its max_epochs; OVERTIME times them for the configuration the plan expects best, as rule 9),
-time lost shortens it. On fkd-proxy the folds trained at about 0.8 of their padded estimates.
+time lost shortens it.
 Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
 models without a worse best expected score. With `student_factor`, a pseudo-labelled student
 of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
