@@ -36,11 +36,8 @@ The stack's time is reserved first, from its measured cost for the plan's models
    (`seed_for_time_left`): the seed its curve expects best, if within `MAX_SHARE_OF_BEST` of
    the best run. On fkd-proxy at 30 minutes the runs and a search without a winner left 23-25 %
    of the budget unused (docs/benchmarks.md).
-While the plan trains (kit.planning.stage), each run is fitted again as it starts, to the time
-left then, counted in its estimates' seconds at the pace the folds finished so far really
-trained (kit.training.queue.FoldQueue.pace): time saved lengthens it up to `longest_epochs`
-(its max_epochs; OVERTIME times them for the configuration the plan expects best, as rule 9),
-time lost shortens it.
+As the plan trains, each run is fitted as it starts to the time left at the pace folds really
+trained (kit.planning.stage, FoldQueue.pace), up to `longest_epochs`.
 Fold counts are tried in order (`FOLD_CHOICES`); a later one is kept only when it plans more
 models without a worse best expected score. With `student_factor`, a pseudo-labelled student
 of the first chosen run is planned after the minimum epochs (step 3), before any widening: on
@@ -361,9 +358,8 @@ def seed_for_time_left(
 
 
 def longest_epochs(plan: Plan, run: PlannedRun) -> int:
-    """The most epochs time saved may give `run` as it starts: OVERTIME times its max_epochs
-    for the configuration the plan expects best (rule 9 lengthens that one past its maximum),
-    its max_epochs for any other."""
+    """The most epochs time saved may give `run` as it starts: its max_epochs, or OVERTIME
+    times them for the configuration the plan expects best (as rule 9 does)."""
     firsts = [r for r in plan.runs if r.seed == 0 and not r.student and r.candidate]
     if run.student or run.candidate is None or not firsts:
         return run.max_epochs

@@ -2,13 +2,12 @@
 
 With the extra ``kit[faces]`` installed, a face-identity network describes each face
 (_face_net: dlib's ResNet metric net, run in torch from dlib's weights, which _face_weights
-finds and reads; _chips: each face
-similarity-warped into the net's chip frame from the competition's eye and nose anchors), and
-Ward linkage cuts the 128-d descriptors at a calibrated distance (near-identical frames
-counted once). It recovers people across
-videos, days and cameras: IMM's 32 people exactly, fkd-proxy's 203 people as 284 groups (the
-hand-made path: 634, mostly one video each). Without it, identity comes from the images and
-keypoints alone, by hand-made descriptors:
+finds and reads; _chips: each face similarity-warped into the net's chip frame from the
+competition's eye and nose anchors), and Ward linkage cuts the 128-d descriptors at a
+calibrated distance, near-identical frames counted once (_face_groups). It recovers people
+across videos, days and cameras: IMM's 32 people exactly, fkd-proxy's 203 people as 267 groups
+(the hand-made path: 634, mostly one video each; benchmarks/identity_face_net.py). Without it,
+identity comes from the images and keypoints alone, by hand-made descriptors:
 
 1. Align: a similarity transform per row maps its anchor points (eyes, nose, mouth; each
    competition names its own, see Anchors) onto their Procrustes mean shape; a row with one
@@ -37,7 +36,7 @@ across videos (other day, light, camera) is beyond hand-made features. Limits: w
 (under ~15) the whitening cannot learn the face space and people split (precision holds); rows
 from two visibly different sources make the minority source's strangers look alike.
 
-Modules: _settings (IdentitySettings), _face_weights, _face_net and _chips (the face net),
+Modules: _settings (IdentitySettings), _face_weights, _face_net, _chips, _face_groups (the net),
 _align (step 1: anchors, similarity fit, warp), _describe (2: HOG, LBP), _embed (3: whitening,
 pose projection, within-group whitening), _cluster (4 and 5: S-norm, average linkage,
 threshold), _evaluate (pairwise precision and recall); embeddings and identity_groups chain
@@ -46,14 +45,10 @@ them here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster import hierarchy
-from scipy.spatial.distance import pdist
 
-from kit.data.identity import _face_weights
 from kit.data.identity._align import (
     FKD15_ANCHORS,
     Alignment,
@@ -64,7 +59,6 @@ from kit.data.identity._align import (
 )
 from kit.data.identity._cluster import (
     Dendrogram,
-    _first_seen_labels,
     cluster,
     dendrogram,
     group_embeddings,
@@ -74,13 +68,13 @@ from kit.data.identity._cluster import (
 from kit.data.identity._describe import describe
 from kit.data.identity._embed import embed, nuisance, within_whiten
 from kit.data.identity._evaluate import PairScores, pair_precision_recall
+from kit.data.identity._face_groups import embedder_for, face_net_embeddings, ward_groups
 from kit.data.identity._settings import (
     DEFAULT_FACE_NET_CUT,
     DEFAULT_FALSE_MATCHES,
     EMBEDDERS,
     IdentitySettings,
 )
-from kit.errors import DataError
 
 __all__ = [
     "DEFAULT_FACE_NET_CUT",
@@ -113,83 +107,6 @@ __all__ = [
     "ward_groups",
     "within_whiten",
 ]
-
-
-def embedder_for(settings: IdentitySettings, anchors: Anchors | None) -> str:
-    """The embedder identity_groups will use: "face-net" or "hand-made"."""
-    if settings.embedder not in EMBEDDERS:
-        raise DataError(
-            f"identity embedder {settings.embedder!r}: unknown", hint=f"use {', '.join(EMBEDDERS)}"
-        )
-    if settings.embedder == "hand-made":
-        return "hand-made"
-    weights = _face_weights.face_net_weights()
-    named = os.environ.get(_face_weights.WEIGHTS_ENV)
-    if weights is not None and not weights.is_file() and named:
-        raise DataError(
-            "no face-net weights file",
-            path=weights,
-            hint=f"fix or unset {_face_weights.WEIGHTS_ENV}",
-        )
-    installed = weights is not None and weights.is_file()
-    if settings.embedder == "auto":
-        return "face-net" if installed and anchors is not None else "hand-made"
-    if anchors is None:
-        raise DataError(
-            "the face net needs the competition's eyes",
-            hint="name them in competition.toml [options] identity_anchors",
-        )
-    if not installed:
-        raise DataError(
-            "the face net's weights are not installed",
-            hint=f"pip install 'kit[faces]', or point {_face_weights.WEIGHTS_ENV} at the file",
-        )
-    return "face-net"
-
-
-def face_net_embeddings(
-    images: np.ndarray, keypoints: np.ndarray, anchors: Anchors, chunk: int = 256
-) -> np.ndarray:
-    """(N, 128) face-net descriptors (same person: Euclidean distance under about 0.6)."""
-    from kit.data.identity import _chips, _face_net  # torch, only when the net runs
-
-    weights = _face_weights.face_net_weights()
-    if weights is None:
-        raise DataError("the face net's weights are not installed", hint="pip install 'kit[faces]'")
-    net = _face_net.load_face_net(weights)
-    transforms = _chips.chip_transforms(keypoints, anchors)
-    parts = [
-        _face_net.describe_chips(
-            _chips.face_chips(images[s : s + chunk], transforms[s : s + chunk]), net
-        )
-        for s in range(0, len(images), chunk)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
-
-
-def ward_groups(descriptors: np.ndarray, cut: float, collapse: float = 0.0) -> np.ndarray:
-    """(N,) labels 0..G-1: Ward linkage of the descriptors, cut at `cut`.
-
-    With collapse > 0, rows first join by average linkage at that distance (near-identical
-    frames) and Ward runs on those groups' means, one point each: Ward's cost of a merge grows
-    with the sizes merged, so without it a person filmed in more frames would need a larger cut
-    to join their videos."""
-    n = len(descriptors)
-    if n < 2:
-        return np.zeros(n, np.int64)
-    x = descriptors.astype(np.float64)
-    frames = np.arange(n)
-    if collapse > 0:
-        tree = hierarchy.linkage(pdist(x), method="average")
-        frames = _first_seen_labels(hierarchy.fcluster(tree, collapse, criterion="distance"))
-        counts = np.bincount(frames)
-        means = np.zeros((len(counts), x.shape[1]))
-        np.add.at(means, frames, x)
-        x = means / counts[:, None]
-    if len(x) < 2:
-        return np.zeros(n, np.int64)
-    tree = hierarchy.linkage(x, method="ward")
-    return _first_seen_labels(hierarchy.fcluster(tree, cut, criterion="distance")[frames])
 
 
 def embeddings(
