@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from identity_calibration import (  # noqa: E402
     purity_estimate,
     table,
 )
-from identity_speed import faces  # noqa: E402
+from identity_speed import Laps, faces  # noqa: E402
 
 from kit.data import identity  # noqa: E402
 from kit.data.identity import (  # noqa: E402
@@ -138,15 +137,8 @@ def fkd_section(data: Path) -> None:
 
 def speed_section(data: Path, rows: int) -> None:
     images, keypoints, origin = faces(data, rows)
-    times: list[tuple[str, float]] = []
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times.append((name, now - clock))
-        clock = now
-
+    laps = Laps()
+    lap = laps.lap
     weights = _face_weights.face_net_weights()
     assert weights is not None
     _face_net.load_face_net.cache_clear()
@@ -164,7 +156,7 @@ def speed_section(data: Path, rows: int) -> None:
     settings = IdentitySettings()
     labels = identity.ward_groups(descriptors, settings.face_net_cut, settings.face_net_collapse)
     lap("near-identical frames joined, Ward linkage, cut")
-    total = sum(t for _, t in times)
+    total, times = laps.total, laps.times
     print(f"### Speed: {len(images)} faces ({origin})\n")
     table(
         ["stage", "seconds"],

@@ -34,6 +34,23 @@ from identity_calibration import load_fkd_proxy  # noqa: E402  (one loader for b
 REAL_ROWS = 7049
 
 
+class Laps:
+    """A stage timer: lap(name) records the seconds since the previous lap (or the start)."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times.append((name, now - self._clock))
+        self._clock = now
+
+    @property
+    def total(self) -> float:
+        return sum(t for _, t in self.times)
+
+
 def jitter(
     image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,15 +107,8 @@ def main() -> int:
     n = len(images)
     threshold = identity.threshold_for(n, settings.false_matches)
 
-    times: list[tuple[str, float]] = []
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times.append((name, now - clock))
-        clock = now
-
+    laps = Laps()
+    lap, times = laps.lap, laps.times
     alignment = identity.align(keypoints, FKD15_ANCHORS)
     lap("align (similarity fit to the mean anchors)")
     patches = identity.aligned_patches(images, alignment, settings)
@@ -112,7 +122,7 @@ def main() -> int:
     emb = identity.within_whiten(emb, labels, settings.within_shrink)
     labels = identity.cluster(identity.similarity_z(emb, settings.seed), threshold)
     lap("group, pass 2 (within-group whitening, again)")
-    total = sum(t for _, t in times)
+    total = laps.total
 
     sizes = np.bincount(labels)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
